@@ -1,0 +1,258 @@
+//! Builds the server (router, schema, background tasks) and runs it until shutdown. Tests start the same app on a
+//! random port with `spawn`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_graphql::http::GraphiQLSource;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::watch;
+
+use crate::config::{DatabaseArgs, ServeArgs};
+use crate::embedded_pg::{EmbeddedOptions, EmbeddedPostgres, default_data_dir};
+use crate::error::BAD_USER_INPUT;
+use crate::graphql::{self, FlowSchema};
+use crate::store::Store;
+use crate::store::health::Health;
+use crate::store::retention::run_plain_retention;
+
+/// The database the process uses, and the embedded cluster behind it when there is one.
+pub struct Database {
+    pub store: Store,
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// `DATABASE_URL` when given, else the embedded cluster under the data folder (started or adopted).
+    pub async fn open(args: &DatabaseArgs) -> anyhow::Result<Database> {
+        if let Some(url) = &args.database_url {
+            let store = Store::connect_lazy(url, args.db_max_connections)?;
+            return Ok(Database {
+                store,
+                embedded: None,
+            });
+        }
+        let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+        let pg = EmbeddedPostgres::start(&dir, EmbeddedOptions::default())
+            .await
+            .with_context(|| format!("starting the embedded PostgreSQL in {}", dir.display()))?;
+        create_database(&pg, "flowtrace").await?;
+        tracing::info!(
+            dir = %pg.dir().display(),
+            port = pg.port(),
+            timescaledb_preloaded = pg.timescaledb_preloaded(),
+            "embedded PostgreSQL running in {} on 127.0.0.1:{}",
+            pg.dir().display(),
+            pg.port()
+        );
+        let store = Store::connect_lazy(&pg.url("flowtrace"), args.db_max_connections)?;
+        Ok(Database {
+            store,
+            embedded: Some(pg),
+        })
+    }
+
+    /// Closes the pool and stops the embedded cluster cleanly.
+    pub async fn close(self) {
+        self.store.pool().close().await;
+        if let Some(pg) = self.embedded {
+            match pg.stop().await {
+                Ok(()) => tracing::info!("embedded PostgreSQL stopped"),
+                Err(err) => tracing::error!(%err, "stopping the embedded PostgreSQL failed"),
+            }
+        }
+    }
+}
+
+/// Creates `name` on the embedded cluster unless it exists.
+pub async fn create_database(pg: &EmbeddedPostgres, name: &str) -> anyhow::Result<()> {
+    let admin = Store::connect_lazy(&pg.url("postgres"), 1)?;
+    admin.wait_until_reachable(Duration::from_secs(30)).await?;
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(admin.pool())
+        .await?;
+    if exists.is_none() {
+        // Identifiers cannot be bound; `name` is ours, never a client's.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(admin.pool())
+            .await?;
+    }
+    admin.pool().close().await;
+    Ok(())
+}
+
+#[derive(Clone)]
+struct AppState {
+    schema: FlowSchema,
+    store: Store,
+}
+
+/// A server running in this process.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await??;
+        Ok(())
+    }
+
+    /// Waits until the server ends by itself (it does not, unless told to).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await??;
+        Ok(())
+    }
+
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Prepares the database (migrations, policies), then serves on `args.bind`.
+pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServer> {
+    store
+        .wait_until_reachable(Duration::from_secs(30))
+        .await
+        .context("connecting to the database")?;
+    if !args.no_migrate {
+        store.migrate_up().await.context("running migrations")?;
+    }
+    let mode = store.mode().await?;
+    tracing::info!(mode = mode.name(), "storage: {}", mode.describe());
+    let policies = args.policies.policies();
+    let changed = policies
+        .apply(store.orm())
+        .await
+        .context("applying storage policies")?;
+    for change in changed {
+        tracing::info!("policy: {change}");
+    }
+    if !mode.is_timescaledb() {
+        tokio::spawn(run_plain_retention(
+            store.clone(),
+            policies,
+            Duration::from_secs(3600),
+        ));
+    }
+
+    let schema = graphql::build(store.clone(), args.limits.clone());
+    let state = AppState { schema, store };
+    let router = Router::new()
+        .route("/graphql", post(graphql_http))
+        .route("/graphiql", get(graphiql))
+        .route("/api/health/timescaledb", get(health))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .layer(DefaultBodyLimit::max(args.body_limit))
+        .with_state(state);
+
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        "flowtrace listening on http://{addr} (GraphQL at /graphql, GraphiQL at /graphiql)"
+    );
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    Ok(RunningServer { addr, stop, task })
+}
+
+/// `POST /graphql`: a request or a batch. A body that is not a GraphQL request gets a GraphQL-shaped error.
+async fn graphql_http(State(state): State<AppState>, body: Bytes) -> Response {
+    let request: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            let body = serde_json::json!({
+                "errors": [{
+                    "message": format!("the request body is not a GraphQL request in JSON: {err}"),
+                    "extensions": { "code": BAD_USER_INPUT }
+                }]
+            });
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+    };
+    axum::Json(state.schema.execute_batch(request).await).into_response()
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql")
+            .finish(),
+    )
+}
+
+/// `GET /api/health/timescaledb`: 503 when the database cannot be reached.
+async fn health(State(state): State<AppState>) -> Response {
+    match state.store.health().await {
+        Ok(health) => axum::Json(health).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(Health::unreachable()),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /readyz`: the database answers and is migrated.
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.store.ready().await {
+        Ok(true) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "ready": true })),
+        )
+            .into_response(),
+        Ok(false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "ready": false, "reason": "migrations pending" })),
+        )
+            .into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "ready": false, "reason": err.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

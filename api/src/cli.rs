@@ -1,0 +1,105 @@
+//! The `flowtrace` commands.
+
+use anyhow::Context as _;
+
+use crate::app::{self, Database};
+use crate::config::{Cli, Command, MigrateAction, PoliciesAction, ServeArgs};
+use crate::graphql;
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve(default_serve()?)) {
+        Command::Schema => {
+            print!("{}", graphql::sdl());
+            Ok(())
+        }
+        Command::Serve(args) => serve(&cli.database, args).await,
+        Command::Migrate { action } => {
+            let db = Database::open(&cli.database).await?;
+            let result = migrate(&db, action).await;
+            db.close().await;
+            result
+        }
+        Command::Policies { action, policies } => {
+            let db = Database::open(&cli.database).await?;
+            let result = async {
+                db.store
+                    .wait_until_reachable(std::time::Duration::from_secs(30))
+                    .await?;
+                let mode = db.store.mode().await?;
+                let policies = policies.policies();
+                println!("storage: {}", mode.describe());
+                match action {
+                    PoliciesAction::Show => {
+                        policies.validate(db.store.orm()).await?;
+                        for line in db.store.policy_jobs().await? {
+                            println!("{line}");
+                        }
+                    }
+                    PoliciesAction::Apply => {
+                        let changed = policies.apply(db.store.orm()).await?;
+                        if changed.is_empty() {
+                            println!("policies already as configured; nothing changed");
+                        }
+                        for change in changed {
+                            println!("changed: {change}");
+                        }
+                    }
+                }
+                anyhow::Ok(())
+            }
+            .await;
+            db.close().await;
+            result
+        }
+        Command::Seed(_) => anyhow::bail!("seed is not available yet"),
+    }
+}
+
+/// `flowtrace` with no command: serve with flags read from the environment.
+fn default_serve() -> anyhow::Result<ServeArgs> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct ServeOnly {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    Ok(ServeOnly::try_parse_from(["flowtrace"])?.serve)
+}
+
+async fn serve(database: &crate::config::DatabaseArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let db = Database::open(database).await?;
+    let result = async {
+        let server = app::spawn(db.store.clone(), args).await?;
+        let stop = server.stopper();
+        tokio::spawn(async move {
+            app::shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop.send(true);
+        });
+        server.wait().await
+    }
+    .await;
+    db.close().await;
+    result
+}
+
+async fn migrate(db: &Database, action: MigrateAction) -> anyhow::Result<()> {
+    db.store
+        .wait_until_reachable(std::time::Duration::from_secs(30))
+        .await
+        .context("connecting to the database")?;
+    match action {
+        MigrateAction::Up => db.store.migrate_up().await?,
+        MigrateAction::Down { steps, all } => {
+            db.store
+                .migrate_down(if all { None } else { Some(steps) })
+                .await?
+        }
+        MigrateAction::Status => {}
+    }
+    for (name, applied) in db.store.migration_status().await? {
+        println!("{} {name}", if applied { "applied" } else { "pending" });
+    }
+    println!("storage: {}", db.store.mode().await?.describe());
+    Ok(())
+}

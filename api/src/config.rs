@@ -1,0 +1,197 @@
+//! Command line and environment: every flag is also an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use migration::Policies;
+
+use crate::limits::Limits;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flowtrace",
+    version,
+    about = "Store and GraphQL API for workflow execution traces"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Log format.
+    #[arg(long, env = "FLOWTRACE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL. When unset, flowtrace runs its own embedded PostgreSQL under --data-dir.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Folder of the embedded PostgreSQL (default: the user's data folder, /var/lib/flowtrace for root).
+    #[arg(long, env = "FLOWTRACE_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Most pooled database connections.
+    #[arg(
+        long,
+        env = "FLOWTRACE_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    pub db_max_connections: u32,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Apply or roll back the schema.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Write realistic demo data through the ingest path.
+    Seed(SeedArgs),
+    /// Print the GraphQL SDL.
+    Schema,
+    /// Show or apply retention, compression and refresh policies.
+    Policies {
+        #[command(subcommand)]
+        action: PoliciesAction,
+        #[command(flatten)]
+        policies: PolicyArgs,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Roll back the last `steps` migrations (all with --all).
+    Down {
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+        #[arg(long)]
+        all: bool,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum PoliciesAction {
+    Show,
+    Apply,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "FLOWTRACE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Do not run migrations at startup.
+    #[arg(long, env = "FLOWTRACE_NO_MIGRATE")]
+    pub no_migrate: bool,
+    /// Largest request body in bytes.
+    #[arg(long, env = "FLOWTRACE_BODY_LIMIT", default_value_t = 64 * 1024 * 1024)]
+    pub body_limit: usize,
+    #[command(flatten)]
+    pub limits: Limits,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        ServeArgs {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            no_migrate: false,
+            body_limit: 64 * 1024 * 1024,
+            limits: Limits::default(),
+            policies: PolicyArgs::default(),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SeedArgs {
+    #[arg(long, default_value_t = 20)]
+    pub sessions: usize,
+    #[arg(long, default_value_t = 200)]
+    pub traces_per_session: usize,
+}
+
+/// Policy overrides; unset ones keep DESIGN §2's defaults. Values are PostgreSQL intervals (`'45 days'`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct PolicyArgs {
+    #[arg(long, env = "FLOWTRACE_SESSIONS_RETENTION")]
+    pub sessions_retention: Option<String>,
+    #[arg(long, env = "FLOWTRACE_TRACES_RETENTION")]
+    pub traces_retention: Option<String>,
+    #[arg(long, env = "FLOWTRACE_EVENTS_RETENTION")]
+    pub events_retention: Option<String>,
+    #[arg(long, env = "FLOWTRACE_SESSIONS_COMPRESS_AFTER")]
+    pub sessions_compress_after: Option<String>,
+    #[arg(long, env = "FLOWTRACE_TRACES_COMPRESS_AFTER")]
+    pub traces_compress_after: Option<String>,
+    #[arg(long, env = "FLOWTRACE_EVENTS_COMPRESS_AFTER")]
+    pub events_compress_after: Option<String>,
+    #[arg(long, env = "FLOWTRACE_SESSIONS_CHUNK")]
+    pub sessions_chunk: Option<String>,
+    #[arg(long, env = "FLOWTRACE_TRACES_CHUNK")]
+    pub traces_chunk: Option<String>,
+    #[arg(long, env = "FLOWTRACE_EVENTS_CHUNK")]
+    pub events_chunk: Option<String>,
+    /// How often continuous aggregates refresh.
+    #[arg(long, env = "FLOWTRACE_REFRESH_EVERY")]
+    pub refresh_every: Option<String>,
+}
+
+impl PolicyArgs {
+    pub fn policies(&self) -> Policies {
+        let mut p = Policies::default();
+        for (table, retention, compress, chunk) in [
+            (
+                "flow_trace_sessions",
+                &self.sessions_retention,
+                &self.sessions_compress_after,
+                &self.sessions_chunk,
+            ),
+            (
+                "flow_traces",
+                &self.traces_retention,
+                &self.traces_compress_after,
+                &self.traces_chunk,
+            ),
+            (
+                "flow_trace_events",
+                &self.events_retention,
+                &self.events_compress_after,
+                &self.events_chunk,
+            ),
+        ] {
+            if let Some(t) = p.table_mut(table) {
+                if let Some(v) = retention {
+                    t.retain_for = v.clone();
+                }
+                if let Some(v) = compress {
+                    t.compress_after = v.clone();
+                }
+                if let Some(v) = chunk {
+                    t.chunk_interval = v.clone();
+                }
+            }
+        }
+        if let Some(v) = &self.refresh_every {
+            p.refresh_every = v.clone();
+        }
+        p
+    }
+}

@@ -1,0 +1,348 @@
+//! The embedded default: a private PostgreSQL cluster started from this machine's own binaries.
+//!
+//! Layout of the data folder: `pgdata/` (the cluster), `password` (the generated superuser password, mode 0600) and
+//! `postgres.log`. The cluster listens on a free loopback port with password auth and no Unix socket. PostgreSQL refuses
+//! to run as root, so when this process is root the cluster runs as the `postgres` system user, which then owns the
+//! folder. A cluster left running by an earlier process is reused as it is.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use rand::distr::{Alphanumeric, SampleString};
+use tokio::process::Command;
+
+const SUPERUSER: &str = "flowtrace";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(
+        "no PostgreSQL binaries found: install PostgreSQL (e.g. Debian's postgresql-15) or set DATABASE_URL"
+    )]
+    NoBinaries,
+    #[error(
+        "running as root, but there is no unprivileged `postgres` user to run the embedded cluster as"
+    )]
+    NoPostgresUser,
+    #[error("{what} failed: {detail}")]
+    Command { what: String, detail: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How to start the cluster.
+#[derive(Clone, Debug)]
+pub struct EmbeddedOptions {
+    /// Preload TimescaleDB when the extension is installed.
+    pub timescaledb: bool,
+    /// Extra `-c name=value` settings, e.g. `fsync=off` for throwaway test clusters.
+    pub settings: Vec<(String, String)>,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            timescaledb: true,
+            settings: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EmbeddedPostgres {
+    dir: PathBuf,
+    bindir: PathBuf,
+    run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    options: EmbeddedOptions,
+    port: u16,
+    password: String,
+    timescaledb: bool,
+}
+
+impl EmbeddedPostgres {
+    /// Initialises the cluster if the folder holds none, then starts it (or adopts the one already running there).
+    pub async fn start(dir: &Path, options: EmbeddedOptions) -> Result<Self, EmbeddedError> {
+        let bindir = find_bindir().await.ok_or(EmbeddedError::NoBinaries)?;
+        let run_as = if nix::unistd::Uid::effective().is_root() {
+            let user = nix::unistd::User::from_name("postgres")
+                .ok()
+                .flatten()
+                .ok_or(EmbeddedError::NoPostgresUser)?;
+            Some((user.uid, user.gid))
+        } else {
+            None
+        };
+        tokio::fs::create_dir_all(dir).await?;
+        let dir = tokio::fs::canonicalize(dir).await?;
+        let timescaledb_installed = timescaledb_installed(&bindir).await;
+        let mut pg = EmbeddedPostgres {
+            dir,
+            bindir,
+            run_as,
+            timescaledb: options.timescaledb && timescaledb_installed,
+            options,
+            port: 0,
+            password: String::new(),
+        };
+        pg.init_if_needed().await?;
+        pg.password = tokio::fs::read_to_string(pg.dir.join("password"))
+            .await?
+            .trim()
+            .to_owned();
+        match pg.running_port().await {
+            Some(port) => {
+                pg.port = port;
+                tracing::info!(dir = %pg.dir.display(), port, "reusing the embedded PostgreSQL already running");
+            }
+            None => pg.start_server().await?,
+        }
+        Ok(pg)
+    }
+
+    /// Starts the server again after `stop` (same folder, a fresh free port).
+    pub async fn restart(&mut self) -> Result<(), EmbeddedError> {
+        if let Some(port) = self.running_port().await {
+            self.port = port;
+            return Ok(());
+        }
+        self.start_server().await
+    }
+
+    /// Fast shutdown: disconnects clients, checkpoints, exits.
+    pub async fn stop(&self) -> Result<(), EmbeddedError> {
+        let pgdata = self.pgdata();
+        let out = self
+            .command(&self.bindir.join("pg_ctl"))
+            .args(["stop", "-w", "-m", "fast", "-D"])
+            .arg(&pgdata)
+            .output()
+            .await?;
+        if !out.status.success() && self.running_port().await.is_some() {
+            return Err(command_error("pg_ctl stop", &out));
+        }
+        Ok(())
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the cluster was started with TimescaleDB preloaded.
+    pub fn timescaledb_preloaded(&self) -> bool {
+        self.timescaledb
+    }
+
+    /// For throwaway clusters: a watcher that stops the cluster (and deletes its folder) once process `pid` is gone,
+    /// even if that process is killed.
+    pub fn stop_when_process_exits(&self, pid: u32, remove_dir: bool) -> Result<(), EmbeddedError> {
+        let pg_ctl = self.bindir.join("pg_ctl");
+        let mut script = format!(
+            "while [ -d /proc/{pid} ]; do sleep 1; done; '{}' stop -m immediate -D '{}' >/dev/null 2>&1",
+            pg_ctl.display(),
+            self.pgdata().display()
+        );
+        if remove_dir {
+            script.push_str(&format!("; rm -rf '{}'", self.dir.display()));
+        }
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some((uid, gid)) = self.run_as {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        cmd.spawn()?;
+        Ok(())
+    }
+
+    fn pgdata(&self) -> PathBuf {
+        self.dir.join("pgdata")
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.stdin(Stdio::null()).kill_on_drop(false);
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        cmd
+    }
+
+    async fn init_if_needed(&self) -> Result<(), EmbeddedError> {
+        let pgdata = self.pgdata();
+        if tokio::fs::try_exists(pgdata.join("PG_VERSION")).await? {
+            return Ok(());
+        }
+        let password_file = self.dir.join("password");
+        let password = Alphanumeric.sample_string(&mut rand::rng(), 32);
+        tokio::fs::write(&password_file, &password).await?;
+        set_private(&password_file).await?;
+        if let Some((uid, gid)) = self.run_as {
+            nix::unistd::chown(&self.dir, Some(uid), Some(gid)).map_err(std::io::Error::from)?;
+            nix::unistd::chown(&password_file, Some(uid), Some(gid))
+                .map_err(std::io::Error::from)?;
+        }
+        tracing::info!(dir = %pgdata.display(), "initialising the embedded PostgreSQL cluster");
+        let out = self
+            .command(&self.bindir.join("initdb"))
+            .arg("-D")
+            .arg(&pgdata)
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
+            .arg(format!("--pwfile={}", password_file.display()))
+            .output()
+            .await?;
+        if !out.status.success() {
+            return Err(command_error("initdb", &out));
+        }
+        Ok(())
+    }
+
+    async fn start_server(&mut self) -> Result<(), EmbeddedError> {
+        self.port = free_port()?;
+        let mut settings = vec![
+            format!("-p {}", self.port),
+            "-c listen_addresses=127.0.0.1".to_owned(),
+            "-c unix_socket_directories=''".to_owned(),
+        ];
+        if self.timescaledb {
+            settings.push("-c shared_preload_libraries=timescaledb".into());
+            settings.push("-c timescaledb.telemetry_level=off".into());
+        }
+        for (name, value) in &self.options.settings {
+            settings.push(format!("-c {name}={value}"));
+        }
+        let log = self.dir.join("postgres.log");
+        let out = self
+            .command(&self.bindir.join("pg_ctl"))
+            .args(["start", "-w", "-t", "120", "-D"])
+            .arg(self.pgdata())
+            .arg("-l")
+            .arg(&log)
+            .arg("-o")
+            .arg(settings.join(" "))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await?;
+        if !out.status.success() {
+            let tail = tokio::fs::read_to_string(&log).await.unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+            let detail = format!(
+                "{}; postgres.log ends with:\n{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+            return Err(EmbeddedError::Command {
+                what: "pg_ctl start".into(),
+                detail,
+            });
+        }
+        Ok(())
+    }
+
+    /// The port of a server running on this folder, from `postmaster.pid` (line 4), if one is running.
+    async fn running_port(&self) -> Option<u16> {
+        let status = self
+            .command(&self.bindir.join("pg_ctl"))
+            .args(["status", "-D"])
+            .arg(self.pgdata())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .ok()?;
+        if !status.success() {
+            return None;
+        }
+        let pid_file = tokio::fs::read_to_string(self.pgdata().join("postmaster.pid"))
+            .await
+            .ok()?;
+        pid_file.lines().nth(3)?.trim().parse().ok()
+    }
+}
+
+/// Where flowtrace keeps its embedded cluster when no `--data-dir` is given. Root's home is not readable by the
+/// `postgres` user the cluster then runs as, so root uses `/var/lib/flowtrace`.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::Uid::effective().is_root() {
+        return PathBuf::from("/var/lib/flowtrace");
+    }
+    dirs::data_local_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("flowtrace")
+}
+
+/// `pg_config --bindir`, else the newest of Debian's `/usr/lib/postgresql/<version>/bin`.
+async fn find_bindir() -> Option<PathBuf> {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output().await {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && dir.join("initdb").exists() {
+            return Some(dir);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+async fn timescaledb_installed(bindir: &Path) -> bool {
+    let Ok(out) = Command::new(bindir.join("pg_config"))
+        .arg("--sharedir")
+        .output()
+        .await
+    else {
+        return false;
+    };
+    let sharedir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    out.status.success() && sharedir.join("extension/timescaledb.control").exists()
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn set_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).await
+}
+
+fn command_error(what: &str, out: &std::process::Output) -> EmbeddedError {
+    let detail = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    EmbeddedError::Command {
+        what: what.into(),
+        detail,
+    }
+}

@@ -1,0 +1,63 @@
+//! The one mapping from failures to GraphQL errors with a stable `extensions.code` (DESIGN §4).
+
+use async_graphql::{ErrorExtensions, ServerError};
+
+use crate::store::StoreError;
+
+pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+pub const NOT_FOUND: &str = "NOT_FOUND";
+pub const LIMIT_EXCEEDED: &str = "LIMIT_EXCEEDED";
+pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
+pub const INTERNAL: &str = "INTERNAL";
+
+pub fn coded(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code))
+}
+
+pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {
+    coded(BAD_USER_INPUT, message)
+}
+
+pub fn limit_exceeded(message: impl Into<String>) -> async_graphql::Error {
+    coded(LIMIT_EXCEEDED, message)
+}
+
+pub fn store_error(err: StoreError) -> async_graphql::Error {
+    let code = match &err {
+        StoreError::NotFound(_) => NOT_FOUND,
+        StoreError::BadInput(_) => BAD_USER_INPUT,
+        StoreError::LimitExceeded(_) => LIMIT_EXCEEDED,
+        StoreError::Unavailable(_) => DATABASE_UNAVAILABLE,
+        StoreError::Database(_) => INTERNAL,
+    };
+    if code == INTERNAL {
+        tracing::error!(%err, "internal error");
+    }
+    coded(code, err.to_string())
+}
+
+/// `store_call().await.gql()?` in resolvers.
+pub trait Gql<T> {
+    fn gql(self) -> async_graphql::Result<T>;
+}
+
+impl<T> Gql<T> for Result<T, StoreError> {
+    fn gql(self) -> async_graphql::Result<T> {
+        self.map_err(store_error)
+    }
+}
+
+/// Errors raised by the GraphQL engine itself (unparseable query, unknown field, a value of the wrong type, a bad
+/// UUID or enum) carry no code: they are all the client's input.
+pub fn ensure_code(error: &mut ServerError) {
+    let has_code = error
+        .extensions
+        .as_ref()
+        .is_some_and(|ext| ext.get("code").is_some());
+    if !has_code {
+        error
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("code", BAD_USER_INPUT);
+    }
+}

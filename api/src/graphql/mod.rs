@@ -1,0 +1,56 @@
+//! The GraphQL schema, assembled from one small object per capability. Resolvers parse and validate, then call the
+//! store; they hold no business logic.
+
+mod codes;
+pub mod events;
+pub mod health;
+pub mod pagination;
+pub mod sessions;
+pub mod traces;
+
+use async_graphql::{Context, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+
+use crate::limits::Limits;
+use crate::store::Store;
+
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct Query(
+    sessions::SessionsQuery,
+    traces::TracesQuery,
+    events::EventsQuery,
+    health::HealthQuery,
+);
+
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct Mutation(
+    sessions::SessionsMutation,
+    traces::TracesMutation,
+    events::EventsMutation,
+);
+
+pub type FlowSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// The schema without data: what `flowtrace schema` prints and `schema.graphql` holds.
+pub fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .extension(codes::ErrorCodes)
+}
+
+pub fn build(store: Store, limits: Limits) -> FlowSchema {
+    builder().data(store).data(limits).finish()
+}
+
+/// The SDL, as checked in.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+pub(crate) fn store<'a>(ctx: &Context<'a>) -> &'a Store {
+    ctx.data_unchecked::<Store>()
+}
+
+pub(crate) fn limits<'a>(ctx: &Context<'a>) -> &'a Limits {
+    ctx.data_unchecked::<Limits>()
+}

@@ -1,0 +1,278 @@
+//! Sessions: `session`, `sessions`, `startSession`, `completeSession`, and the `Session` type.
+
+use async_graphql::connection::Connection;
+use async_graphql::connection::EmptyFields;
+use async_graphql::{Context, InputObject, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::session;
+use uuid::Uuid;
+
+use super::events::{EventConnection, events_page};
+use super::pagination::{PageArgs, connection};
+use super::traces::{TraceConnection, traces_page};
+use super::{limits, store};
+use crate::domain::SessionStatus;
+use crate::error::Gql;
+use crate::store::cursor::{CursorKey, SessionKey};
+use crate::store::events::EventFilter;
+use crate::store::sessions::{NewSession, SessionFilter};
+use crate::store::traces::TraceFilter;
+
+/// One execution of a workflow.
+pub struct Session(pub session::Model);
+
+/// Figures kept current by ingestion.
+#[derive(SimpleObject)]
+pub struct SessionSummary {
+    pub total_traces: i64,
+    pub success_count: i64,
+    pub error_count: i64,
+    pub warning_count: i64,
+    /// Bytes of trace data (client-given sizes, else payload JSON length).
+    pub total_data_size: i64,
+    /// Mean trace duration in milliseconds over traces that reported one; null before any did.
+    pub average_duration: Option<f64>,
+}
+
+#[Object]
+impl Session {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    async fn workflow_id(&self) -> &str {
+        &self.0.workflow_id
+    }
+    async fn workflow_version_id(&self) -> Option<&str> {
+        self.0.workflow_version_id.as_deref()
+    }
+    async fn workflow_name(&self) -> &str {
+        &self.0.workflow_name
+    }
+    async fn user_id(&self) -> Option<&str> {
+        self.0.user_id.as_deref()
+    }
+    async fn start_time(&self) -> DateTime<Utc> {
+        self.0.start_time
+    }
+    async fn end_time(&self) -> Option<DateTime<Utc>> {
+        self.0.end_time
+    }
+    async fn status(&self) -> SessionStatus {
+        SessionStatus::parse(&self.0.status).unwrap_or(SessionStatus::Running)
+    }
+    async fn summary(&self) -> SessionSummary {
+        let m = &self.0;
+        SessionSummary {
+            total_traces: m.total_traces,
+            success_count: m.success_count,
+            error_count: m.error_count,
+            warning_count: m.warning_count,
+            total_data_size: m.total_data_size,
+            average_duration: (m.timed_traces > 0)
+                .then(|| m.total_duration / m.timed_traces as f64),
+        }
+    }
+    async fn metadata(&self) -> Option<Json<serde_json::Value>> {
+        self.0.metadata.clone().map(Json)
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    /// The session's traces, oldest first.
+    async fn traces(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<TraceConnection> {
+        let filter = TraceFilter {
+            session_id: Some(self.0.id),
+            ..Default::default()
+        };
+        traces_page(
+            ctx,
+            filter,
+            PageArgs {
+                first,
+                after,
+                last,
+                before,
+            },
+        )
+        .await
+    }
+
+    /// The session's events, oldest first.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<EventConnection> {
+        let filter = EventFilter {
+            session_id: self.0.id,
+            ..Default::default()
+        };
+        events_page(
+            ctx,
+            filter,
+            PageArgs {
+                first,
+                after,
+                last,
+                before,
+            },
+        )
+        .await
+    }
+}
+
+#[derive(InputObject)]
+pub struct StartSessionInput {
+    /// Client-chosen id; starting the same id again returns the existing session. Generated when absent.
+    pub id: Option<Uuid>,
+    pub workflow_id: String,
+    pub workflow_name: String,
+    pub workflow_version_id: Option<String>,
+    pub user_id: Option<String>,
+    /// Defaults to the server's current time.
+    pub start_time: Option<DateTime<Utc>>,
+    pub metadata: Option<Json<serde_json::Value>>,
+}
+
+#[derive(InputObject, Default)]
+#[graphql(name = "SessionFilter")]
+pub struct SessionFilterInput {
+    pub workflow_id: Option<String>,
+    pub status: Option<SessionStatus>,
+    pub user_id: Option<String>,
+    /// Sessions that started at or after this time.
+    pub started_after: Option<DateTime<Utc>>,
+    /// Sessions that started before this time.
+    pub started_before: Option<DateTime<Utc>>,
+    /// Case-insensitive text matched against workflow name and id.
+    pub search: Option<String>,
+}
+
+/// `totalCount` of a session list, counted only when asked for.
+pub struct SessionTotal(SessionFilter);
+
+#[Object]
+impl SessionTotal {
+    /// Sessions matching the filter, across all pages.
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
+        store(ctx).count_sessions(&self.0).await.gql()
+    }
+}
+
+pub type SessionConnection = Connection<String, Session, SessionTotal, EmptyFields>;
+
+#[derive(Default)]
+pub struct SessionsQuery;
+
+#[Object]
+impl SessionsQuery {
+    /// One session by id; null when there is none.
+    async fn session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Session>> {
+        Ok(store(ctx).session(id).await.gql()?.map(Session))
+    }
+
+    /// Sessions, newest first.
+    async fn sessions(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<SessionFilterInput>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<SessionConnection> {
+        let f = filter.unwrap_or_default();
+        let filter = SessionFilter {
+            workflow_id: f.workflow_id,
+            status: f.status,
+            user_id: f.user_id,
+            started_after: f.started_after,
+            started_before: f.started_before,
+            search: f.search,
+        };
+        let page = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        }
+        .page::<SessionKey>(limits(ctx))?;
+        let rows = store(ctx).sessions(&filter, &page).await.gql()?;
+        Ok(connection(
+            rows,
+            |s| {
+                SessionKey {
+                    start_time: s.start_time,
+                    id: s.id,
+                }
+                .encode()
+            },
+            Session,
+            SessionTotal(filter),
+        ))
+    }
+}
+
+#[derive(Default)]
+pub struct SessionsMutation;
+
+#[Object]
+impl SessionsMutation {
+    /// Starts a session (status RUNNING). Idempotent on `id`.
+    async fn start_session(
+        &self,
+        ctx: &Context<'_>,
+        input: StartSessionInput,
+    ) -> async_graphql::Result<Session> {
+        let new = NewSession {
+            id: input.id,
+            workflow_id: input.workflow_id,
+            workflow_name: input.workflow_name,
+            workflow_version_id: input.workflow_version_id,
+            user_id: input.user_id,
+            start_time: input.start_time,
+            metadata: input.metadata.map(|j| j.0),
+        };
+        store(ctx)
+            .start_session(limits(ctx), new)
+            .await
+            .gql()
+            .map(Session)
+    }
+
+    /// Ends a session as COMPLETED, FAILED or CANCELLED at `endTime` (default now). Repeating the same completion
+    /// is harmless; changing an ended session's outcome is refused.
+    async fn complete_session(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        status: SessionStatus,
+        end_time: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<Session> {
+        store(ctx)
+            .complete_session(id, status, end_time)
+            .await
+            .gql()
+            .map(Session)
+    }
+
+    /// Deprecated: retention policies delete old sessions. Changes nothing and returns 0.
+    #[graphql(deprecation = "Retention policies delete expired sessions; this does nothing.")]
+    async fn delete_old_sessions(&self, _days: Option<i32>) -> i32 {
+        0
+    }
+}

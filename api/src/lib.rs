@@ -1,0 +1,11 @@
+//! flowtrace: the store and GraphQL API for workflow execution traces.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod embedded_pg;
+pub mod error;
+pub mod graphql;
+pub mod limits;
+pub mod store;

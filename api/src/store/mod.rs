@@ -1,0 +1,191 @@
+//! SQL by capability. Nothing here knows about GraphQL: functions take domain values and return entity models.
+
+pub mod cursor;
+pub mod events;
+pub mod health;
+pub mod ingest;
+pub mod retention;
+pub mod sessions;
+pub mod traces;
+
+use std::time::Duration;
+
+use migration::{MigratorTrait, StorageMode};
+use sea_orm::{
+    DatabaseConnection, DbBackend, DbErr, FromQueryResult, SqlxPostgresConnector, Statement, Value,
+};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// What can go wrong below the API. Mapped once to GraphQL error codes in `crate::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(err.to_string()),
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
+            {
+                StoreError::Unavailable(err.to_string())
+            }
+            _ => StoreError::Database(err.to_string()),
+        }
+    }
+}
+
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        match err {
+            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => {
+                StoreError::Unavailable(err.to_string())
+            }
+            DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
+            | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e)) => {
+                match std::sync::Arc::try_unwrap(e) {
+                    Ok(e) => e.into(),
+                    Err(e) => StoreError::Database(e.to_string()),
+                }
+            }
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The database: one pool, seen both as sqlx (bulk ingest) and as SeaORM (typed rows).
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    orm: DatabaseConnection,
+    url: String,
+}
+
+impl Store {
+    /// Connects lazily: the server starts (and stays up) while the database is down, and requests fail fast.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> StoreResult<Store> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy(url)?;
+        let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
+        Ok(Store {
+            pool,
+            orm,
+            url: url.to_owned(),
+        })
+    }
+
+    /// Waits until the database answers, for at most `timeout`.
+    pub async fn wait_until_reachable(&self, timeout: Duration) -> StoreResult<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match sqlx::query("SELECT 1").execute(&self.pool).await {
+                Ok(_) => return Ok(()),
+                Err(err) if tokio::time::Instant::now() >= deadline => return Err(err.into()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn orm(&self) -> &DatabaseConnection {
+        &self.orm
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn migrate_up(&self) -> StoreResult<()> {
+        migration::Migrator::up(&self.orm, None).await?;
+        Ok(())
+    }
+
+    pub async fn migrate_down(&self, steps: Option<u32>) -> StoreResult<()> {
+        migration::Migrator::down(&self.orm, steps).await?;
+        Ok(())
+    }
+
+    /// Migration names with whether each is applied.
+    pub async fn migration_status(&self) -> StoreResult<Vec<(String, bool)>> {
+        let migrations = migration::Migrator::get_migration_with_status(&self.orm).await?;
+        Ok(migrations
+            .iter()
+            .map(|m| {
+                (
+                    m.name().to_owned(),
+                    matches!(m.status(), migration::MigrationStatus::Applied),
+                )
+            })
+            .collect())
+    }
+
+    pub async fn mode(&self) -> StoreResult<StorageMode> {
+        Ok(migration::mode::current(&self.orm).await?)
+    }
+
+    async fn all<M: FromQueryResult>(&self, sql: Sql) -> StoreResult<Vec<M>> {
+        Ok(M::find_by_statement(sql.statement()).all(&self.orm).await?)
+    }
+}
+
+/// SQL text with its bound values; `bind` returns the placeholder to write. Client values only ever travel as binds.
+#[derive(Default)]
+pub struct Sql {
+    text: String,
+    values: Vec<Value>,
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Sql {
+        Sql {
+            text: text.to_owned(),
+            values: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    pub fn bind(&mut self, value: impl Into<Value>) -> String {
+        self.values.push(value.into());
+        format!("${}", self.values.len())
+    }
+
+    fn statement(self) -> Statement {
+        Statement::from_sql_and_values(DbBackend::Postgres, self.text, self.values)
+    }
+}
+
+/// Escapes LIKE wildcards so search text matches literally.
+pub fn like_pattern(text: &str) -> String {
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}

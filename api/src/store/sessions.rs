@@ -1,0 +1,248 @@
+//! Sessions: start, complete, look up, list.
+
+use chrono::{DateTime, Utc};
+use entity::session;
+use serde_json::Value as Json;
+use uuid::Uuid;
+
+use super::cursor::{Page, PageOf, SessionKey, finish, keyset};
+use super::ingest::{check_time, notify};
+use super::{Sql, Store, StoreError, StoreResult, like_pattern};
+use crate::domain::SessionStatus;
+use crate::limits::Limits;
+
+#[derive(Clone, Debug, Default)]
+pub struct NewSession {
+    pub id: Option<Uuid>,
+    pub workflow_id: String,
+    pub workflow_name: String,
+    pub workflow_version_id: Option<String>,
+    pub user_id: Option<String>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub metadata: Option<Json>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SessionFilter {
+    pub workflow_id: Option<String>,
+    pub status: Option<SessionStatus>,
+    pub user_id: Option<String>,
+    pub started_after: Option<DateTime<Utc>>,
+    pub started_before: Option<DateTime<Utc>>,
+    /// Matches workflow name or id, case-insensitively.
+    pub search: Option<String>,
+}
+
+const COLUMNS: &str = "id, start_time, workflow_id, workflow_version_id, workflow_name, user_id, end_time, status,
+    total_traces, success_count, error_count, warning_count, total_data_size, total_duration, timed_traces,
+    metadata, created_at, updated_at";
+
+impl Store {
+    /// Creates the session, or returns the existing one with that id (a retried start is not an error).
+    pub async fn start_session(
+        &self,
+        limits: &Limits,
+        new: NewSession,
+    ) -> StoreResult<session::Model> {
+        for (field, value, required) in [
+            ("workflowId", Some(new.workflow_id.as_str()), true),
+            ("workflowName", Some(new.workflow_name.as_str()), true),
+            (
+                "workflowVersionId",
+                new.workflow_version_id.as_deref(),
+                false,
+            ),
+            ("userId", new.user_id.as_deref(), false),
+        ] {
+            check_field(limits, field, value, required)?;
+        }
+        if let Some(at) = new.start_time {
+            check_time(at).map_err(|why| StoreError::BadInput(format!("startTime {why}")))?;
+        }
+        let metadata = match &new.metadata {
+            Some(m) if m.to_string().len() > limits.max_payload_bytes => {
+                return Err(StoreError::LimitExceeded(format!(
+                    "metadata is larger than {} bytes (max_payload_bytes)",
+                    limits.max_payload_bytes
+                )));
+            }
+            other => other.clone(),
+        };
+        let id = new.id.unwrap_or_else(Uuid::new_v4);
+        let mut tx = self.pool.begin().await?;
+        // The key includes start_time, so ON CONFLICT alone would let a retry without startTime create a second row:
+        // serialise starts of one id and look first.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('flowtrace-session:' || $1::text, 0))",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let existing: Option<(Uuid,)> =
+            sqlx::query_as("SELECT id FROM flow_trace_sessions WHERE id = $1 LIMIT 1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if existing.is_none() {
+            sqlx::query(
+                "INSERT INTO flow_trace_sessions
+                    (id, start_time, workflow_id, workflow_version_id, workflow_name, user_id, metadata)
+                 VALUES ($1, COALESCE($2, now()), $3, $4, $5, $6, $7)",
+            )
+            .bind(id)
+            .bind(new.start_time)
+            .bind(&new.workflow_id)
+            .bind(&new.workflow_version_id)
+            .bind(&new.workflow_name)
+            .bind(&new.user_id)
+            .bind(metadata)
+            .execute(&mut *tx)
+            .await?;
+            notify(&mut tx, "session", id, &new.workflow_id, 0).await?;
+        }
+        tx.commit().await?;
+        self.session(id)
+            .await?
+            .ok_or_else(|| StoreError::Database(format!("session {id} vanished after insert")))
+    }
+
+    /// Ends a session. Repeating the same completion returns the session unchanged; changing the outcome of an
+    /// ended session is refused.
+    pub async fn complete_session(
+        &self,
+        id: Uuid,
+        status: SessionStatus,
+        end_time: Option<DateTime<Utc>>,
+    ) -> StoreResult<session::Model> {
+        if status == SessionStatus::Running {
+            return Err(StoreError::BadInput(
+                "status must be COMPLETED, FAILED or CANCELLED to complete a session".into(),
+            ));
+        }
+        if let Some(at) = end_time {
+            check_time(at).map_err(|why| StoreError::BadInput(format!("endTime {why}")))?;
+        }
+        let current = self
+            .session(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("session {id} does not exist")))?;
+        if current.status != SessionStatus::Running.as_str() {
+            if current.status == status.as_str()
+                && end_time.is_none_or(|at| Some(at) == current.end_time)
+            {
+                return Ok(current);
+            }
+            return Err(StoreError::BadInput(format!(
+                "session {id} already ended as {} at {}; an ended session cannot be completed again",
+                current.status,
+                current.end_time.map(|t| t.to_rfc3339()).unwrap_or_default()
+            )));
+        }
+        let end = end_time.unwrap_or_else(Utc::now);
+        if end < current.start_time {
+            return Err(StoreError::BadInput(format!(
+                "endTime {} is before the session's startTime {}",
+                end.to_rfc3339(),
+                current.start_time.to_rfc3339()
+            )));
+        }
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE flow_trace_sessions SET status = $2, end_time = $3, updated_at = now()
+             WHERE id = $1 AND status = 'RUNNING'",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .bind(end)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::BadInput(format!(
+                "session {id} was completed concurrently"
+            )));
+        }
+        notify(&mut tx, "session", id, &current.workflow_id, 0).await?;
+        tx.commit().await?;
+        self.session(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("session {id} does not exist")))
+    }
+
+    pub async fn session(&self, id: Uuid) -> StoreResult<Option<session::Model>> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {COLUMNS} FROM flow_trace_sessions WHERE id = "
+        ));
+        let p = sql.bind(id);
+        sql.push(&p).push(" LIMIT 1");
+        Ok(self.all(sql).await?.into_iter().next())
+    }
+
+    /// Newest first, keyset-paginated on (start_time, id).
+    pub async fn sessions(
+        &self,
+        filter: &SessionFilter,
+        page: &Page<SessionKey>,
+    ) -> StoreResult<PageOf<session::Model>> {
+        let mut sql = Sql::new(&format!(
+            "SELECT {COLUMNS} FROM flow_trace_sessions WHERE TRUE"
+        ));
+        filter_sql(&mut sql, filter);
+        keyset(&mut sql, ("start_time", "id"), page, true);
+        Ok(finish(self.all(sql).await?, page))
+    }
+
+    pub async fn count_sessions(&self, filter: &SessionFilter) -> StoreResult<i64> {
+        let mut sql = Sql::new("SELECT count(*) AS n FROM flow_trace_sessions WHERE TRUE");
+        filter_sql(&mut sql, filter);
+        self.count(sql).await
+    }
+}
+
+fn filter_sql(sql: &mut Sql, f: &SessionFilter) {
+    if let Some(v) = &f.workflow_id {
+        let p = sql.bind(v.clone());
+        sql.push(&format!(" AND workflow_id = {p}"));
+    }
+    if let Some(v) = f.status {
+        let p = sql.bind(v.as_str());
+        sql.push(&format!(" AND status = {p}"));
+    }
+    if let Some(v) = &f.user_id {
+        let p = sql.bind(v.clone());
+        sql.push(&format!(" AND user_id = {p}"));
+    }
+    if let Some(v) = f.started_after {
+        let p = sql.bind(v);
+        sql.push(&format!(" AND start_time >= {p}"));
+    }
+    if let Some(v) = f.started_before {
+        let p = sql.bind(v);
+        sql.push(&format!(" AND start_time < {p}"));
+    }
+    if let Some(v) = &f.search {
+        let p = sql.bind(like_pattern(v));
+        sql.push(&format!(
+            " AND (workflow_name ILIKE {p} OR workflow_id ILIKE {p})"
+        ));
+    }
+}
+
+fn check_field(
+    limits: &Limits,
+    field: &str,
+    value: Option<&str>,
+    required: bool,
+) -> StoreResult<()> {
+    match value {
+        Some(v) if v.chars().count() > limits.max_name_chars => {
+            Err(StoreError::LimitExceeded(format!(
+                "{field} is longer than {} characters (max_name_chars)",
+                limits.max_name_chars
+            )))
+        }
+        Some(v) if required && v.trim().is_empty() => {
+            Err(StoreError::BadInput(format!("{field} must not be empty")))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,28 @@
+//! `flow_trace_events`: a log line, error or state change reported by a node.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize)]
+#[sea_orm(table_name = "flow_trace_events")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    /// Part of the key: the table is partitioned on it.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub timestamp: DateTimeUtc,
+    /// Server-assigned; increases in commit order within a workflow, like traces.
+    pub seq: i64,
+    pub session_id: Uuid,
+    pub workflow_id: String,
+    pub node_id: String,
+    pub port_id: Option<String>,
+    pub event_type: String,
+    pub data: Option<Json>,
+    pub duration: Option<f64>,
+    pub metadata: Option<Json>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,41 @@
+//! The flowtrace schema. Each migration builds the TimescaleDB form (hypertables, compression, continuous aggregates,
+//! policies) when the `timescaledb` extension can be used, and the plain-PostgreSQL form with the same table, column
+//! and view names otherwise. See DESIGN §2.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_create_sessions;
+mod m20261124_000002_create_traces;
+mod m20261124_000003_create_events;
+mod m20261124_000004_continuous_aggregates;
+mod m20261124_000005_policies;
+pub mod mode;
+pub mod policies;
+
+pub use mode::StorageMode;
+pub use policies::Policies;
+pub use sea_orm_migration::MigrationStatus;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261124_000001_create_sessions::Migration),
+            Box::new(m20261124_000002_create_traces::Migration),
+            Box::new(m20261124_000003_create_events::Migration),
+            Box::new(m20261124_000004_continuous_aggregates::Migration),
+            Box::new(m20261124_000005_policies::Migration),
+        ]
+    }
+}
+
+/// Runs each statement on its own: non-transactional migrations (continuous aggregates) need one statement per call.
+pub(crate) async fn run_all(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
+    let conn = manager.get_connection();
+    for sql in statements {
+        conn.execute_unprepared(sql).await?;
+    }
+    Ok(())
+}
