@@ -1,0 +1,10 @@
+//! flowtrace integration tests: one binary, real PostgreSQL, real HTTP.
+
+mod embedded;
+mod fixtures;
+mod harness;
+mod ingest;
+mod migrations;
+mod modes;
+mod queries;
+mod schema;
