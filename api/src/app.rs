@@ -147,6 +147,7 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
         ));
     }
 
+    crate::metrics::install();
     let schema = graphql::build(store.clone(), args.limits.clone());
     let state = AppState { schema, store };
     let router = Router::new()
@@ -155,6 +156,7 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
         .route("/api/health/timescaledb", get(health))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(|| async { crate::metrics::render() }))
         .layer(DefaultBodyLimit::max(args.body_limit))
         .with_state(state);
 

@@ -8,4 +8,5 @@ pub mod embedded_pg;
 pub mod error;
 pub mod graphql;
 pub mod limits;
+pub mod metrics;
 pub mod store;
