@@ -2,22 +2,27 @@
 //! random port with `spawn`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_graphql::http::GraphiQLSource;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::watch;
+use tower_http::cors::{Any, CorsLayer};
 
+use crate::auth::{Auth, Caller};
 use crate::config::{DatabaseArgs, ServeArgs};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPostgres, default_data_dir};
-use crate::error::BAD_USER_INPUT;
-use crate::graphql::{self, FlowSchema};
+use crate::error::{BAD_USER_INPUT, LIMIT_EXCEEDED};
+use crate::graphql::{self, FlowSchema, SchemaOptions};
 use crate::store::Store;
 use crate::store::health::Health;
 use crate::store::retention::run_plain_retention;
@@ -33,10 +38,7 @@ impl Database {
     pub async fn open(args: &DatabaseArgs) -> anyhow::Result<Database> {
         if let Some(url) = &args.database_url {
             let store = Store::connect_lazy(url, args.db_max_connections)?;
-            return Ok(Database {
-                store,
-                embedded: None,
-            });
+            return Ok(Database { store, embedded: None });
         }
         let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
         let pg = EmbeddedPostgres::start(&dir, EmbeddedOptions::default())
@@ -52,10 +54,7 @@ impl Database {
             pg.port()
         );
         let store = Store::connect_lazy(&pg.url("flowtrace"), args.db_max_connections)?;
-        Ok(Database {
-            store,
-            embedded: Some(pg),
-        })
+        Ok(Database { store, embedded: Some(pg) })
     }
 
     /// Closes the pool and stops the embedded cluster cleanly.
@@ -74,15 +73,11 @@ impl Database {
 pub async fn create_database(pg: &EmbeddedPostgres, name: &str) -> anyhow::Result<()> {
     let admin = Store::connect_lazy(&pg.url("postgres"), 1)?;
     admin.wait_until_reachable(Duration::from_secs(30)).await?;
-    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(name)
-        .fetch_optional(admin.pool())
-        .await?;
+    let exists: Option<(i32,)> =
+        sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1").bind(name).fetch_optional(admin.pool()).await?;
     if exists.is_none() {
         // Identifiers cannot be bound; `name` is ours, never a client's.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(admin.pool())
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(admin.pool()).await?;
     }
     admin.pool().close().await;
     Ok(())
@@ -92,6 +87,25 @@ pub async fn create_database(pg: &EmbeddedPostgres, name: &str) -> anyhow::Resul
 struct AppState {
     schema: FlowSchema,
     store: Store,
+    auth: Arc<Auth>,
+}
+
+fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
+    let layer =
+        CorsLayer::new().allow_methods([Method::GET, Method::POST]).allow_headers([CONTENT_TYPE, AUTHORIZATION]);
+    if origins.iter().any(|o| o == "*") {
+        return Ok(layer.allow_origin(Any));
+    }
+    let origins = origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o).with_context(|| format!("CORS origin '{o}'")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(layer.allow_origin(origins))
+}
+
+fn graphql_error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, axum::Json(body)).into_response()
 }
 
 /// A server running in this process.
@@ -122,51 +136,49 @@ impl RunningServer {
 
 /// Prepares the database (migrations, policies), then serves on `args.bind`.
 pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServer> {
-    store
-        .wait_until_reachable(Duration::from_secs(30))
-        .await
-        .context("connecting to the database")?;
+    let auth = Auth::from_args(&args.auth)?;
+    if !args.bind.ip().is_loopback() && !auth.configured() && !args.auth.insecure {
+        anyhow::bail!(
+            "refusing to serve on {} without authentication: set FLOWTRACE_JWT_SECRET or FLOWTRACE_API_KEYS, \
+             or pass --insecure to serve it open",
+            args.bind
+        );
+    }
+    store.wait_until_reachable(Duration::from_secs(30)).await.context("connecting to the database")?;
     if !args.no_migrate {
         store.migrate_up().await.context("running migrations")?;
     }
     let mode = store.mode().await?;
     tracing::info!(mode = mode.name(), "storage: {}", mode.describe());
     let policies = args.policies.policies();
-    let changed = policies
-        .apply(store.orm())
-        .await
-        .context("applying storage policies")?;
+    let changed = policies.apply(store.orm()).await.context("applying storage policies")?;
     for change in changed {
         tracing::info!("policy: {change}");
     }
     if !mode.is_timescaledb() {
-        tokio::spawn(run_plain_retention(
-            store.clone(),
-            policies,
-            Duration::from_secs(3600),
-        ));
+        tokio::spawn(run_plain_retention(store.clone(), policies, Duration::from_secs(3600)));
     }
 
     crate::metrics::install();
-    let schema = graphql::build(store.clone(), args.limits.clone());
-    let state = AppState { schema, store };
-    let router = Router::new()
-        .route("/graphql", post(graphql_http))
-        .route("/graphiql", get(graphiql))
+    let options = SchemaOptions { introspection: !args.no_introspection };
+    let schema = graphql::build(store.clone(), args.limits.clone(), options);
+    let state = AppState { schema, store, auth: Arc::new(auth) };
+    let mut router = Router::new().route("/graphql", post(graphql_http));
+    if !args.no_graphiql {
+        router = router.route("/graphiql", get(graphiql));
+    }
+    let router = router
         .route("/api/health/timescaledb", get(health))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(|| async { crate::metrics::render() }))
         .layer(DefaultBodyLimit::max(args.body_limit))
+        .layer(cors(&args.cors_origins)?)
         .with_state(state);
 
-    let listener = tokio::net::TcpListener::bind(args.bind)
-        .await
-        .with_context(|| format!("binding {}", args.bind))?;
+    let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
-    tracing::info!(
-        "flowtrace listening on http://{addr} (GraphQL at /graphql, GraphiQL at /graphiql)"
-    );
+    tracing::info!("flowtrace listening on http://{addr} (GraphQL at /graphql, GraphiQL at /graphiql)");
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -178,52 +190,52 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
     Ok(RunningServer { addr, stop, task })
 }
 
-/// `POST /graphql`: a request or a batch. A body that is not a GraphQL request gets a GraphQL-shaped error.
-async fn graphql_http(State(state): State<AppState>, body: Bytes) -> Response {
+/// `POST /graphql`: a request or a batch. A body that is too large or not a GraphQL request gets a GraphQL-shaped
+/// error too, so clients handle one error format.
+async fn graphql_http(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return graphql_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                LIMIT_EXCEEDED,
+                "the request body is larger than the limit (body_limit): send smaller batches".into(),
+            );
+        }
+        Err(rejection) => return graphql_error(rejection.status(), BAD_USER_INPUT, rejection.body_text()),
+    };
     let request: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(err) => {
-            let body = serde_json::json!({
-                "errors": [{
-                    "message": format!("the request body is not a GraphQL request in JSON: {err}"),
-                    "extensions": { "code": BAD_USER_INPUT }
-                }]
-            });
-            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+            let message = format!("the request body is not a GraphQL request in JSON: {err}");
+            return graphql_error(StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
         }
     };
-    axum::Json(state.schema.execute_batch(request).await).into_response()
+    let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = Caller(state.auth.principal(authorization));
+    axum::Json(state.schema.execute_batch(request.data(caller)).await).into_response()
 }
 
 async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql")
-            .finish(),
-    )
+    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql").finish())
 }
 
 /// `GET /api/health/timescaledb`: 503 when the database cannot be reached.
 async fn health(State(state): State<AppState>) -> Response {
     match state.store.health().await {
         Ok(health) => axum::Json(health).into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(Health::unreachable()),
-        )
-            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(Health::unreachable())).into_response(),
     }
 }
 
 /// `GET /readyz`: the database answers and is migrated.
 async fn ready(State(state): State<AppState>) -> Response {
     match state.store.ready().await {
-        Ok(true) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({ "ready": true })),
-        )
-            .into_response(),
+        Ok(true) => (StatusCode::OK, axum::Json(serde_json::json!({ "ready": true }))).into_response(),
         Ok(false) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(serde_json::json!({ "ready": false, "reason": "migrations pending" })),
@@ -242,14 +254,13 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

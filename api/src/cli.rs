@@ -12,6 +12,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", graphql::sdl());
             Ok(())
         }
+        Command::HashApiKey { key } => {
+            println!("{}", crate::auth::hash_api_key(&key));
+            Ok(())
+        }
         Command::Serve(args) => serve(&cli.database, args).await,
         Command::Migrate { action } => {
             let db = Database::open(&cli.database).await?;
@@ -22,9 +26,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policies { action, policies } => {
             let db = Database::open(&cli.database).await?;
             let result = async {
-                db.store
-                    .wait_until_reachable(std::time::Duration::from_secs(30))
-                    .await?;
+                db.store.wait_until_reachable(std::time::Duration::from_secs(30)).await?;
                 let mode = db.store.mode().await?;
                 let policies = policies.policies();
                 println!("storage: {}", mode.describe());
@@ -84,17 +86,10 @@ async fn serve(database: &crate::config::DatabaseArgs, args: ServeArgs) -> anyho
 }
 
 async fn migrate(db: &Database, action: MigrateAction) -> anyhow::Result<()> {
-    db.store
-        .wait_until_reachable(std::time::Duration::from_secs(30))
-        .await
-        .context("connecting to the database")?;
+    db.store.wait_until_reachable(std::time::Duration::from_secs(30)).await.context("connecting to the database")?;
     match action {
         MigrateAction::Up => db.store.migrate_up().await?,
-        MigrateAction::Down { steps, all } => {
-            db.store
-                .migrate_down(if all { None } else { Some(steps) })
-                .await?
-        }
+        MigrateAction::Down { steps, all } => db.store.migrate_down(if all { None } else { Some(steps) }).await?,
         MigrateAction::Status => {}
     }
     for (name, applied) in db.store.migration_status().await? {

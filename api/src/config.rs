@@ -6,14 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use migration::Policies;
 
+use crate::auth::AuthArgs;
 use crate::limits::Limits;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "flowtrace",
-    version,
-    about = "Store and GraphQL API for workflow execution traces"
-)]
+#[command(name = "flowtrace", version, about = "Store and GraphQL API for workflow execution traces")]
 pub struct Cli {
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -39,12 +36,7 @@ pub struct DatabaseArgs {
     #[arg(long, env = "FLOWTRACE_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// Most pooled database connections.
-    #[arg(
-        long,
-        env = "FLOWTRACE_DB_MAX_CONNECTIONS",
-        default_value_t = 16,
-        global = true
-    )]
+    #[arg(long, env = "FLOWTRACE_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
     pub db_max_connections: u32,
 }
 
@@ -61,6 +53,8 @@ pub enum Command {
     Seed(SeedArgs),
     /// Print the GraphQL SDL.
     Schema,
+    /// Print the hash of an API key, for FLOWTRACE_API_KEYS (`write:<hash>` or `read:<hash>`).
+    HashApiKey { key: String },
     /// Show or apply retention, compression and refresh policies.
     Policies {
         #[command(subcommand)]
@@ -106,6 +100,17 @@ pub struct ServeArgs {
     pub limits: Limits,
     #[command(flatten)]
     pub policies: PolicyArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Origins allowed to call the API from a browser (CORS), comma-separated; `*` for any.
+    #[arg(long, env = "FLOWTRACE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Refuse schema introspection.
+    #[arg(long, env = "FLOWTRACE_NO_INTROSPECTION")]
+    pub no_introspection: bool,
+    /// Do not serve GraphiQL.
+    #[arg(long, env = "FLOWTRACE_NO_GRAPHIQL")]
+    pub no_graphiql: bool,
 }
 
 impl Default for ServeArgs {
@@ -116,6 +121,10 @@ impl Default for ServeArgs {
             body_limit: 64 * 1024 * 1024,
             limits: Limits::default(),
             policies: PolicyArgs::default(),
+            auth: AuthArgs::default(),
+            cors_origins: Vec::new(),
+            no_introspection: false,
+            no_graphiql: false,
         }
     }
 }
@@ -158,24 +167,9 @@ impl PolicyArgs {
     pub fn policies(&self) -> Policies {
         let mut p = Policies::default();
         for (table, retention, compress, chunk) in [
-            (
-                "flow_trace_sessions",
-                &self.sessions_retention,
-                &self.sessions_compress_after,
-                &self.sessions_chunk,
-            ),
-            (
-                "flow_traces",
-                &self.traces_retention,
-                &self.traces_compress_after,
-                &self.traces_chunk,
-            ),
-            (
-                "flow_trace_events",
-                &self.events_retention,
-                &self.events_compress_after,
-                &self.events_chunk,
-            ),
+            ("flow_trace_sessions", &self.sessions_retention, &self.sessions_compress_after, &self.sessions_chunk),
+            ("flow_traces", &self.traces_retention, &self.traces_compress_after, &self.traces_chunk),
+            ("flow_trace_events", &self.events_retention, &self.events_compress_after, &self.events_chunk),
         ] {
             if let Some(t) = p.table_mut(table) {
                 if let Some(v) = retention {

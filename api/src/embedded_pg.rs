@@ -15,13 +15,9 @@ const SUPERUSER: &str = "flowtrace";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
-    #[error(
-        "no PostgreSQL binaries found: install PostgreSQL (e.g. Debian's postgresql-15) or set DATABASE_URL"
-    )]
+    #[error("no PostgreSQL binaries found: install PostgreSQL (e.g. Debian's postgresql-15) or set DATABASE_URL")]
     NoBinaries,
-    #[error(
-        "running as root, but there is no unprivileged `postgres` user to run the embedded cluster as"
-    )]
+    #[error("running as root, but there is no unprivileged `postgres` user to run the embedded cluster as")]
     NoPostgresUser,
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
@@ -40,10 +36,7 @@ pub struct EmbeddedOptions {
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions {
-            timescaledb: true,
-            settings: Vec::new(),
-        }
+        EmbeddedOptions { timescaledb: true, settings: Vec::new() }
     }
 }
 
@@ -63,10 +56,7 @@ impl EmbeddedPostgres {
     pub async fn start(dir: &Path, options: EmbeddedOptions) -> Result<Self, EmbeddedError> {
         let bindir = find_bindir().await.ok_or(EmbeddedError::NoBinaries)?;
         let run_as = if nix::unistd::Uid::effective().is_root() {
-            let user = nix::unistd::User::from_name("postgres")
-                .ok()
-                .flatten()
-                .ok_or(EmbeddedError::NoPostgresUser)?;
+            let user = nix::unistd::User::from_name("postgres").ok().flatten().ok_or(EmbeddedError::NoPostgresUser)?;
             Some((user.uid, user.gid))
         } else {
             None
@@ -84,10 +74,7 @@ impl EmbeddedPostgres {
             password: String::new(),
         };
         pg.init_if_needed().await?;
-        pg.password = tokio::fs::read_to_string(pg.dir.join("password"))
-            .await?
-            .trim()
-            .to_owned();
+        pg.password = tokio::fs::read_to_string(pg.dir.join("password")).await?.trim().to_owned();
         match pg.running_port().await {
             Some(port) => {
                 pg.port = port;
@@ -123,10 +110,7 @@ impl EmbeddedPostgres {
     }
 
     pub fn url(&self, database: &str) -> String {
-        format!(
-            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
-            self.password, self.port
-        )
+        format!("postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}", self.password, self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -155,10 +139,7 @@ impl EmbeddedPostgres {
             script.push_str(&format!("; rm -rf '{}'", self.dir.display()));
         }
         let mut cmd = std::process::Command::new("sh");
-        cmd.args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args(["-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         if let Some((uid, gid)) = self.run_as {
             use std::os::unix::process::CommandExt;
             cmd.uid(uid.as_raw()).gid(gid.as_raw());
@@ -191,22 +172,14 @@ impl EmbeddedPostgres {
         set_private(&password_file).await?;
         if let Some((uid, gid)) = self.run_as {
             nix::unistd::chown(&self.dir, Some(uid), Some(gid)).map_err(std::io::Error::from)?;
-            nix::unistd::chown(&password_file, Some(uid), Some(gid))
-                .map_err(std::io::Error::from)?;
+            nix::unistd::chown(&password_file, Some(uid), Some(gid)).map_err(std::io::Error::from)?;
         }
         tracing::info!(dir = %pgdata.display(), "initialising the embedded PostgreSQL cluster");
         let out = self
             .command(&self.bindir.join("initdb"))
             .arg("-D")
             .arg(&pgdata)
-            .args([
-                "-U",
-                SUPERUSER,
-                "--auth=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ])
+            .args(["-U", SUPERUSER, "--auth=scram-sha-256", "-E", "UTF8", "--locale=C"])
             .arg(format!("--pwfile={}", password_file.display()))
             .output()
             .await?;
@@ -251,10 +224,7 @@ impl EmbeddedPostgres {
                 String::from_utf8_lossy(&out.stderr).trim(),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
-            return Err(EmbeddedError::Command {
-                what: "pg_ctl start".into(),
-                detail,
-            });
+            return Err(EmbeddedError::Command { what: "pg_ctl start".into(), detail });
         }
         Ok(())
     }
@@ -273,9 +243,7 @@ impl EmbeddedPostgres {
         if !status.success() {
             return None;
         }
-        let pid_file = tokio::fs::read_to_string(self.pgdata().join("postmaster.pid"))
-            .await
-            .ok()?;
+        let pid_file = tokio::fs::read_to_string(self.pgdata().join("postmaster.pid")).await.ok()?;
         pid_file.lines().nth(3)?.trim().parse().ok()
     }
 }
@@ -286,9 +254,7 @@ pub fn default_data_dir() -> PathBuf {
     if nix::unistd::Uid::effective().is_root() {
         return PathBuf::from("/var/lib/flowtrace");
     }
-    dirs::data_local_dir()
-        .unwrap_or_else(std::env::temp_dir)
-        .join("flowtrace")
+    dirs::data_local_dir().unwrap_or_else(std::env::temp_dir).join("flowtrace")
 }
 
 /// `pg_config --bindir`, else the newest of Debian's `/usr/lib/postgresql/<version>/bin`.
@@ -313,11 +279,7 @@ async fn find_bindir() -> Option<PathBuf> {
 }
 
 async fn timescaledb_installed(bindir: &Path) -> bool {
-    let Ok(out) = Command::new(bindir.join("pg_config"))
-        .arg("--sharedir")
-        .output()
-        .await
-    else {
+    let Ok(out) = Command::new(bindir.join("pg_config")).arg("--sharedir").output().await else {
         return false;
     };
     let sharedir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -325,9 +287,7 @@ async fn timescaledb_installed(bindir: &Path) -> bool {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 async fn set_private(path: &Path) -> std::io::Result<()> {
@@ -336,13 +296,7 @@ async fn set_private(path: &Path) -> std::io::Result<()> {
 }
 
 fn command_error(what: &str, out: &std::process::Output) -> EmbeddedError {
-    let detail = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout).trim(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    EmbeddedError::Command {
-        what: what.into(),
-        detail,
-    }
+    let detail =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout).trim(), String::from_utf8_lossy(&out.stderr).trim());
+    EmbeddedError::Command { what: what.into(), detail }
 }

@@ -50,14 +50,22 @@ impl<T> Gql<T> for Result<T, StoreError> {
 /// Errors raised by the GraphQL engine itself (unparseable query, unknown field, a value of the wrong type, a bad
 /// UUID or enum) carry no code: they are all the client's input.
 pub fn ensure_code(error: &mut ServerError) {
-    let has_code = error
-        .extensions
-        .as_ref()
-        .is_some_and(|ext| ext.get("code").is_some());
+    let has_code = error.extensions.as_ref().is_some_and(|ext| ext.get("code").is_some());
     if !has_code {
-        error
-            .extensions
-            .get_or_insert_with(Default::default)
-            .set("code", BAD_USER_INPUT);
+        // The engine's own depth and complexity refusals are limits, not malformed input.
+        let code = match error.message.as_str() {
+            "Query is nested too deep." => {
+                error.message = "the query is nested deeper than the limit (max_depth)".into();
+                LIMIT_EXCEEDED
+            }
+            "Query is too complex." => {
+                error.message =
+                    "the query is more complex than the limit (max_complexity): ask for smaller pages or fewer fields"
+                        .into();
+                LIMIT_EXCEEDED
+            }
+            _ => BAD_USER_INPUT,
+        };
+        error.extensions.get_or_insert_with(Default::default).set("code", code);
     }
 }

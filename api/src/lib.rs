@@ -1,6 +1,7 @@
 //! flowtrace: the store and GraphQL API for workflow execution traces.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -22,6 +22,12 @@ pub struct Limits {
     /// Largest page a connection returns (`first` / `last`).
     #[arg(long, env = "FLOWTRACE_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: usize,
+    /// Deepest selection nesting a query may have.
+    #[arg(long, env = "FLOWTRACE_MAX_DEPTH", default_value_t = 16)]
+    pub max_depth: usize,
+    /// Highest query complexity: each field costs 1, and a connection multiplies its selection by its page size.
+    #[arg(long, env = "FLOWTRACE_MAX_COMPLEXITY", default_value_t = 100_000)]
+    pub max_complexity: usize,
     /// Page size when a query gives neither `first` nor `last`.
     #[arg(long, env = "FLOWTRACE_DEFAULT_PAGE_SIZE", default_value_t = 100)]
     pub default_page_size: usize,
@@ -36,6 +42,8 @@ impl Default for Limits {
             max_text_chars: 64 * 1024,
             max_json_depth: 64,
             max_page_size: 1000,
+            max_depth: 16,
+            max_complexity: 100_000,
             default_page_size: 100,
         }
     }

@@ -14,8 +14,7 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let conn = manager.get_connection();
         if let StorageMode::TimescaleDb { .. } = mode::possible(conn).await? {
-            conn.execute_unprepared("CREATE EXTENSION IF NOT EXISTS timescaledb")
-                .await?;
+            conn.execute_unprepared("CREATE EXTENSION IF NOT EXISTS timescaledb").await?;
         }
         run_all(
             manager,

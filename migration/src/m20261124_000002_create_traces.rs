@@ -66,13 +66,6 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run_all(
-            manager,
-            &[
-                "DROP TABLE IF EXISTS flow_traces",
-                "DROP SEQUENCE IF EXISTS flow_trace_seq",
-            ],
-        )
-        .await
+        run_all(manager, &["DROP TABLE IF EXISTS flow_traces", "DROP SEQUENCE IF EXISTS flow_trace_seq"]).await
     }
 }

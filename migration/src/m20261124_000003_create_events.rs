@@ -46,13 +46,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run_all(
-            manager,
-            &[
-                "DROP TABLE IF EXISTS flow_trace_events",
-                "DROP SEQUENCE IF EXISTS flow_trace_event_seq",
-            ],
-        )
-        .await
+        run_all(manager, &["DROP TABLE IF EXISTS flow_trace_events", "DROP SEQUENCE IF EXISTS flow_trace_event_seq"])
+            .await
     }
 }

@@ -83,18 +83,9 @@ impl MigrationTrait for Migration {
                 )
             };
             vec![
-                cagg(
-                    "session_stats_hourly",
-                    session_stats_hourly("time_bucket(INTERVAL '1 hour', start_time)"),
-                ),
-                cagg(
-                    "session_stats_daily",
-                    session_stats_daily("time_bucket(INTERVAL '1 day', bucket)"),
-                ),
-                cagg(
-                    "node_performance_hourly",
-                    node_performance_hourly("time_bucket(INTERVAL '1 hour', timestamp)"),
-                ),
+                cagg("session_stats_hourly", session_stats_hourly("time_bucket(INTERVAL '1 hour', start_time)")),
+                cagg("session_stats_daily", session_stats_daily("time_bucket(INTERVAL '1 day', bucket)")),
+                cagg("node_performance_hourly", node_performance_hourly("time_bucket(INTERVAL '1 hour', timestamp)")),
             ]
         } else {
             vec![
@@ -117,19 +108,12 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let kind = if mode::timescaledb_created(manager.get_connection()).await? {
-            "MATERIALIZED VIEW"
-        } else {
-            "VIEW"
-        };
-        let statements: Vec<String> = [
-            "session_stats_daily",
-            "session_stats_hourly",
-            "node_performance_hourly",
-        ]
-        .iter()
-        .map(|name| format!("DROP {kind} IF EXISTS {name}"))
-        .collect();
+        let kind =
+            if mode::timescaledb_created(manager.get_connection()).await? { "MATERIALIZED VIEW" } else { "VIEW" };
+        let statements: Vec<String> = ["session_stats_daily", "session_stats_hourly", "node_performance_hourly"]
+            .iter()
+            .map(|name| format!("DROP {kind} IF EXISTS {name}"))
+            .collect();
         let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
         run_all(manager, &statements).await
     }

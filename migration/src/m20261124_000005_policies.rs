@@ -12,10 +12,7 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        Policies::default()
-            .apply(manager.get_connection())
-            .await
-            .map(|_| ())
+        Policies::default().apply(manager.get_connection()).await.map(|_| ())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -24,29 +21,15 @@ impl MigrationTrait for Migration {
         }
         let mut statements = Vec::new();
         for t in Policies::default().tables {
-            statements.push(format!(
-                "SELECT remove_retention_policy('{}', if_exists => true)",
-                t.table
-            ));
-            statements.push(format!(
-                "SELECT remove_compression_policy('{}', if_exists => true)",
-                t.table
-            ));
+            statements.push(format!("SELECT remove_retention_policy('{}', if_exists => true)", t.table));
+            statements.push(format!("SELECT remove_compression_policy('{}', if_exists => true)", t.table));
             // Compressed chunks must be decompressed before compression can be switched off.
-            statements.push(format!(
-                "SELECT decompress_chunk(c, if_compressed => true) FROM show_chunks('{}') c",
-                t.table
-            ));
-            statements.push(format!(
-                "ALTER TABLE {} SET (timescaledb.compress = false)",
-                t.table
-            ));
+            statements
+                .push(format!("SELECT decompress_chunk(c, if_compressed => true) FROM show_chunks('{}') c", t.table));
+            statements.push(format!("ALTER TABLE {} SET (timescaledb.compress = false)", t.table));
         }
         for a in Policies::default().aggregates {
-            statements.push(format!(
-                "SELECT remove_continuous_aggregate_policy('{}', if_exists => true)",
-                a.view
-            ));
+            statements.push(format!("SELECT remove_continuous_aggregate_policy('{}', if_exists => true)", a.view));
         }
         let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
         run_all(manager, &statements).await

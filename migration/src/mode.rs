@@ -33,9 +33,7 @@ impl StorageMode {
 }
 
 async fn query_string(conn: &impl ConnectionTrait, sql: &str) -> Result<Option<String>, DbErr> {
-    let row = conn
-        .query_one_raw(Statement::from_string(conn.get_database_backend(), sql))
-        .await?;
+    let row = conn.query_one_raw(Statement::from_string(conn.get_database_backend(), sql)).await?;
     match row {
         Some(row) => row.try_get_by_index::<Option<String>>(0),
         None => Ok(None),
@@ -44,19 +42,14 @@ async fn query_string(conn: &impl ConnectionTrait, sql: &str) -> Result<Option<S
 
 /// The mode a database is in now: TimescaleDB once the extension is created in it.
 pub async fn current(conn: &impl ConnectionTrait) -> Result<StorageMode, DbErr> {
-    if let Some(version) = query_string(
-        conn,
-        "SELECT extversion::text FROM pg_extension WHERE extname = 'timescaledb'",
-    )
-    .await?
+    if let Some(version) =
+        query_string(conn, "SELECT extversion::text FROM pg_extension WHERE extname = 'timescaledb'").await?
     {
         return Ok(StorageMode::TimescaleDb { version });
     }
     possible(conn).await.map(|mode| match mode {
         StorageMode::TimescaleDb { version } => StorageMode::Plain {
-            reason: format!(
-                "timescaledb {version} can be used but was not created in this database"
-            ),
+            reason: format!("timescaledb {version} can be used but was not created in this database"),
         },
         plain => plain,
     })
@@ -64,19 +57,13 @@ pub async fn current(conn: &impl ConnectionTrait) -> Result<StorageMode, DbErr> 
 
 /// The mode this server could run: TimescaleDB when the extension is installed and preloaded.
 pub async fn possible(conn: &impl ConnectionTrait) -> Result<StorageMode, DbErr> {
-    let available = query_string(
-        conn,
-        "SELECT default_version::text FROM pg_available_extensions WHERE name = 'timescaledb'",
-    )
-    .await?;
+    let available =
+        query_string(conn, "SELECT default_version::text FROM pg_available_extensions WHERE name = 'timescaledb'")
+            .await?;
     let Some(version) = available else {
-        return Ok(StorageMode::Plain {
-            reason: "the timescaledb extension is not installed on this server".into(),
-        });
+        return Ok(StorageMode::Plain { reason: "the timescaledb extension is not installed on this server".into() });
     };
-    let preload = query_string(conn, "SELECT current_setting('shared_preload_libraries')")
-        .await?
-        .unwrap_or_default();
+    let preload = query_string(conn, "SELECT current_setting('shared_preload_libraries')").await?.unwrap_or_default();
     if !preload.split(',').any(|lib| lib.trim() == "timescaledb") {
         return Ok(StorageMode::Plain {
             reason: format!(

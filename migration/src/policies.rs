@@ -36,15 +36,14 @@ pub struct Policies {
 
 impl Default for Policies {
     fn default() -> Self {
-        let table =
-            |table, chunk: &str, compress: &str, retain: &str, segment_by, order_by| TablePolicy {
-                table,
-                chunk_interval: chunk.into(),
-                compress_after: compress.into(),
-                retain_for: retain.into(),
-                segment_by,
-                order_by,
-            };
+        let table = |table, chunk: &str, compress: &str, retain: &str, segment_by, order_by| TablePolicy {
+            table,
+            chunk_interval: chunk.into(),
+            compress_after: compress.into(),
+            retain_for: retain.into(),
+            segment_by,
+            order_by,
+        };
         let refresh = |view, source, start: &str, end: &str| RefreshPolicy {
             view,
             source,
@@ -53,44 +52,13 @@ impl Default for Policies {
         };
         Policies {
             tables: vec![
-                table(
-                    "flow_trace_sessions",
-                    "7 days",
-                    "14 days",
-                    "90 days",
-                    "workflow_id",
-                    "start_time DESC",
-                ),
-                table(
-                    "flow_traces",
-                    "1 day",
-                    "7 days",
-                    "30 days",
-                    "session_id",
-                    "timestamp DESC, seq DESC",
-                ),
-                table(
-                    "flow_trace_events",
-                    "1 day",
-                    "3 days",
-                    "7 days",
-                    "session_id",
-                    "timestamp DESC",
-                ),
+                table("flow_trace_sessions", "7 days", "14 days", "90 days", "workflow_id", "start_time DESC"),
+                table("flow_traces", "1 day", "7 days", "30 days", "session_id", "timestamp DESC, seq DESC"),
+                table("flow_trace_events", "1 day", "3 days", "7 days", "session_id", "timestamp DESC"),
             ],
             aggregates: vec![
-                refresh(
-                    "session_stats_hourly",
-                    "flow_trace_sessions",
-                    "7 days",
-                    "1 hour",
-                ),
-                refresh(
-                    "session_stats_daily",
-                    "flow_trace_sessions",
-                    "30 days",
-                    "1 day",
-                ),
+                refresh("session_stats_hourly", "flow_trace_sessions", "7 days", "1 hour"),
+                refresh("session_stats_daily", "flow_trace_sessions", "30 days", "1 day"),
                 refresh("node_performance_hourly", "flow_traces", "7 days", "1 hour"),
             ],
             refresh_every: "30 minutes".into(),
@@ -117,16 +85,9 @@ impl Policies {
             intervals.extend([a.start_offset.as_str(), &a.end_offset]);
         }
         for text in intervals {
-            let ok = scalar_bool(
-                conn,
-                "SELECT $1::interval > INTERVAL '0'",
-                vec![text.into()],
-            )
-            .await;
+            let ok = scalar_bool(conn, "SELECT $1::interval > INTERVAL '0'", vec![text.into()]).await;
             if !matches!(ok, Ok(true)) {
-                return Err(DbErr::Custom(format!(
-                    "'{text}' is not a positive PostgreSQL interval"
-                )));
+                return Err(DbErr::Custom(format!("'{text}' is not a positive PostgreSQL interval")));
             }
         }
         for a in &self.aggregates {
@@ -136,10 +97,7 @@ impl Policies {
             let inside = scalar_bool(
                 conn,
                 "SELECT $1::interval <= $2::interval",
-                vec![
-                    a.start_offset.clone().into(),
-                    source.retain_for.clone().into(),
-                ],
+                vec![a.start_offset.clone().into(), source.retain_for.clone().into()],
             )
             .await?;
             if !inside {
@@ -192,7 +150,12 @@ impl Policies {
                     conn,
                     "SELECT add_continuous_aggregate_policy($1::regclass, start_offset => $2::interval,
                         end_offset => $3::interval, schedule_interval => $4::interval)",
-                    vec![a.view.into(), a.start_offset.clone().into(), a.end_offset.clone().into(), self.refresh_every.clone().into()],
+                    vec![
+                        a.view.into(),
+                        a.start_offset.clone().into(),
+                        a.end_offset.clone().into(),
+                        self.refresh_every.clone().into(),
+                    ],
                 )
                 .await?;
                 changed.push(format!(
@@ -240,10 +203,7 @@ impl Policies {
                 t.table, t.segment_by, t.order_by
             ))
             .await?;
-            changed.push(format!(
-                "{}: compression on (segment by {}, order by {})",
-                t.table, t.segment_by, t.order_by
-            ));
+            changed.push(format!("{}: compression on (segment by {}, order by {})", t.table, t.segment_by, t.order_by));
         }
         for (proc_name, key, remove, add, wanted, what) in [
             (
@@ -273,12 +233,7 @@ impl Policies {
             )
             .await?;
             if current != Some(true) {
-                exec(
-                    conn,
-                    &format!("SELECT {remove}($1::regclass, if_exists => true)"),
-                    vec![t.table.into()],
-                )
-                .await?;
+                exec(conn, &format!("SELECT {remove}($1::regclass, if_exists => true)"), vec![t.table.into()]).await?;
                 exec(
                     conn,
                     &format!("SELECT {add}($1::regclass, $2::interval)"),
@@ -293,39 +248,15 @@ impl Policies {
 }
 
 async fn exec(conn: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> Result<(), DbErr> {
-    conn.execute_raw(Statement::from_sql_and_values(
-        conn.get_database_backend(),
-        sql,
-        values,
-    ))
-    .await
-    .map(|_| ())
+    conn.execute_raw(Statement::from_sql_and_values(conn.get_database_backend(), sql, values)).await.map(|_| ())
 }
 
 /// `None` when no such job exists.
-async fn job_matches(
-    conn: &impl ConnectionTrait,
-    sql: &str,
-    values: Vec<Value>,
-) -> Result<Option<bool>, DbErr> {
-    let row = conn
-        .query_one_raw(Statement::from_sql_and_values(
-            conn.get_database_backend(),
-            sql,
-            values,
-        ))
-        .await?;
-    row.map(|r| {
-        r.try_get_by_index::<Option<bool>>(0)
-            .map(|v| v.unwrap_or(false))
-    })
-    .transpose()
+async fn job_matches(conn: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> Result<Option<bool>, DbErr> {
+    let row = conn.query_one_raw(Statement::from_sql_and_values(conn.get_database_backend(), sql, values)).await?;
+    row.map(|r| r.try_get_by_index::<Option<bool>>(0).map(|v| v.unwrap_or(false))).transpose()
 }
 
-async fn scalar_bool(
-    conn: &impl ConnectionTrait,
-    sql: &str,
-    values: Vec<Value>,
-) -> Result<bool, DbErr> {
+async fn scalar_bool(conn: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> Result<bool, DbErr> {
     Ok(job_matches(conn, sql, values).await?.unwrap_or(false))
 }

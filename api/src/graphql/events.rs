@@ -19,11 +19,7 @@ use crate::store::ingest::NewEvent;
 pub struct TraceEvent(pub event::Model);
 
 pub fn event_cursor(m: &event::Model) -> String {
-    EventKey(SeqKey {
-        at: m.timestamp,
-        seq: m.seq,
-    })
-    .encode()
+    EventKey(SeqKey { at: m.timestamp, seq: m.seq }).encode()
 }
 
 #[Object]
@@ -99,12 +95,7 @@ pub async fn events_page(
 ) -> async_graphql::Result<EventConnection> {
     let page = args.page::<EventKey>(limits(ctx))?;
     let rows = store(ctx).events(&filter, &page).await.gql()?;
-    Ok(connection(
-        rows,
-        event_cursor,
-        TraceEvent,
-        EventTotal(filter),
-    ))
+    Ok(connection(rows, event_cursor, TraceEvent, EventTotal(filter)))
 }
 
 #[derive(Default)]
@@ -114,6 +105,7 @@ pub struct EventsQuery;
 impl EventsQuery {
     /// Events of a session, oldest first. `from`/`to` are inclusive; no `eventTypes` means all.
     #[expect(clippy::too_many_arguments, reason = "one GraphQL argument each")]
+    #[graphql(complexity = "super::pagination::cost(first, last, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -127,24 +119,8 @@ impl EventsQuery {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<EventConnection> {
-        let filter = EventFilter {
-            session_id,
-            from,
-            to,
-            node_id,
-            event_types: event_types.unwrap_or_default(),
-        };
-        events_page(
-            ctx,
-            filter,
-            PageArgs {
-                first,
-                after,
-                last,
-                before,
-            },
-        )
-        .await
+        let filter = EventFilter { session_id, from, to, node_id, event_types: event_types.unwrap_or_default() };
+        events_page(ctx, filter, PageArgs { first, after, last, before }).await
     }
 }
 
@@ -173,10 +149,6 @@ impl EventsMutation {
                 metadata: e.metadata.map(|j| j.0),
             })
             .collect();
-        store(ctx)
-            .record_events(limits(ctx), session_id, events)
-            .await
-            .gql()
-            .map(RecordResult::from)
+        store(ctx).record_events(limits(ctx), session_id, events).await.gql().map(RecordResult::from)
     }
 }

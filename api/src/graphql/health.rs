@@ -27,10 +27,7 @@ pub struct HealthQuery;
 impl HealthQuery {
     /// Never fails: an unreachable database reports `connected: false`.
     async fn health(&self, ctx: &Context<'_>) -> Health {
-        let h = store(ctx)
-            .health()
-            .await
-            .unwrap_or_else(|_| crate::store::health::Health::unreachable());
+        let h = store(ctx).health().await.unwrap_or_else(|_| crate::store::health::Health::unreachable());
         Health {
             connected: h.connected,
             version: h.version,

@@ -1,6 +1,7 @@
 //! The GraphQL schema, assembled from one small object per capability. Resolvers parse and validate, then call the
 //! store; they hold no business logic.
 
+mod access;
 mod codes;
 pub mod events;
 pub mod health;
@@ -15,31 +16,33 @@ use crate::store::Store;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct Query(
-    sessions::SessionsQuery,
-    traces::TracesQuery,
-    events::EventsQuery,
-    health::HealthQuery,
-);
+pub struct Query(sessions::SessionsQuery, traces::TracesQuery, events::EventsQuery, health::HealthQuery);
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct Mutation(
-    sessions::SessionsMutation,
-    traces::TracesMutation,
-    events::EventsMutation,
-);
+pub struct Mutation(sessions::SessionsMutation, traces::TracesMutation, events::EventsMutation);
 
 pub type FlowSchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// The schema without data: what `flowtrace schema` prints and `schema.graphql` holds.
+/// The schema without data or limits: what `flowtrace schema` prints and `schema.graphql` holds.
 pub fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .extension(codes::ErrorCodes)
+        .extension(access::AccessControl)
 }
 
-pub fn build(store: Store, limits: Limits) -> FlowSchema {
-    builder().data(store).data(limits).finish()
+/// Options of the served schema beyond its data.
+#[derive(Clone, Debug, Default)]
+pub struct SchemaOptions {
+    pub introspection: bool,
+}
+
+pub fn build(store: Store, limits: Limits, options: SchemaOptions) -> FlowSchema {
+    let mut builder = builder().limit_depth(limits.max_depth).limit_complexity(limits.max_complexity);
+    if !options.introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.data(store).data(limits).finish()
 }
 
 /// The SDL, as checked in.

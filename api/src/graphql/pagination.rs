@@ -32,12 +32,7 @@ impl PageArgs {
                 limits.max_page_size
             )));
         }
-        let decode = |c: &Option<String>| {
-            c.as_deref()
-                .map(K::decode)
-                .transpose()
-                .map_err(|e| bad_input(e.to_string()))
-        };
+        let decode = |c: &Option<String>| c.as_deref().map(K::decode).transpose().map_err(|e| bad_input(e.to_string()));
         Ok(Page {
             after: decode(&self.after)?,
             before: decode(&self.before)?,
@@ -45,6 +40,12 @@ impl PageArgs {
             from_end: self.last.is_some(),
         })
     }
+}
+
+/// Query complexity of a connection field: its selection once per row of the page it asks for.
+pub fn cost(first: Option<i32>, last: Option<i32>, child_complexity: usize) -> usize {
+    let rows = first.or(last).unwrap_or(crate::limits::Limits::default().default_page_size as i32).max(1) as usize;
+    rows.saturating_mul(child_complexity).saturating_add(1)
 }
 
 /// Builds a connection whose edges carry each row's cursor.
@@ -59,10 +60,6 @@ where
     Extra: ObjectType,
 {
     let mut conn = Connection::with_additional_fields(page.has_previous, page.has_next, extra);
-    conn.edges.extend(
-        page.rows
-            .into_iter()
-            .map(|row| Edge::new(key(&row), node(row))),
-    );
+    conn.edges.extend(page.rows.into_iter().map(|row| Edge::new(key(&row), node(row))));
     conn
 }

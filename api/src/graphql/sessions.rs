@@ -68,8 +68,7 @@ impl Session {
             error_count: m.error_count,
             warning_count: m.warning_count,
             total_data_size: m.total_data_size,
-            average_duration: (m.timed_traces > 0)
-                .then(|| m.total_duration / m.timed_traces as f64),
+            average_duration: (m.timed_traces > 0).then(|| m.total_duration / m.timed_traces as f64),
         }
     }
     async fn metadata(&self) -> Option<Json<serde_json::Value>> {
@@ -83,6 +82,7 @@ impl Session {
     }
 
     /// The session's traces, oldest first.
+    #[graphql(complexity = "super::pagination::cost(first, last, child_complexity)")]
     async fn traces(
         &self,
         ctx: &Context<'_>,
@@ -91,24 +91,12 @@ impl Session {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<TraceConnection> {
-        let filter = TraceFilter {
-            session_id: Some(self.0.id),
-            ..Default::default()
-        };
-        traces_page(
-            ctx,
-            filter,
-            PageArgs {
-                first,
-                after,
-                last,
-                before,
-            },
-        )
-        .await
+        let filter = TraceFilter { session_id: Some(self.0.id), ..Default::default() };
+        traces_page(ctx, filter, PageArgs { first, after, last, before }).await
     }
 
     /// The session's events, oldest first.
+    #[graphql(complexity = "super::pagination::cost(first, last, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -117,21 +105,8 @@ impl Session {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<EventConnection> {
-        let filter = EventFilter {
-            session_id: self.0.id,
-            ..Default::default()
-        };
-        events_page(
-            ctx,
-            filter,
-            PageArgs {
-                first,
-                after,
-                last,
-                before,
-            },
-        )
-        .await
+        let filter = EventFilter { session_id: self.0.id, ..Default::default() };
+        events_page(ctx, filter, PageArgs { first, after, last, before }).await
     }
 }
 
@@ -186,6 +161,7 @@ impl SessionsQuery {
     }
 
     /// Sessions, newest first.
+    #[graphql(complexity = "super::pagination::cost(first, last, child_complexity)")]
     async fn sessions(
         &self,
         ctx: &Context<'_>,
@@ -204,23 +180,11 @@ impl SessionsQuery {
             started_before: f.started_before,
             search: f.search,
         };
-        let page = PageArgs {
-            first,
-            after,
-            last,
-            before,
-        }
-        .page::<SessionKey>(limits(ctx))?;
+        let page = PageArgs { first, after, last, before }.page::<SessionKey>(limits(ctx))?;
         let rows = store(ctx).sessions(&filter, &page).await.gql()?;
         Ok(connection(
             rows,
-            |s| {
-                SessionKey {
-                    start_time: s.start_time,
-                    id: s.id,
-                }
-                .encode()
-            },
+            |s| SessionKey { start_time: s.start_time, id: s.id }.encode(),
             Session,
             SessionTotal(filter),
         ))
@@ -233,25 +197,20 @@ pub struct SessionsMutation;
 #[Object]
 impl SessionsMutation {
     /// Starts a session (status RUNNING). Idempotent on `id`.
-    async fn start_session(
-        &self,
-        ctx: &Context<'_>,
-        input: StartSessionInput,
-    ) -> async_graphql::Result<Session> {
+    async fn start_session(&self, ctx: &Context<'_>, input: StartSessionInput) -> async_graphql::Result<Session> {
         let new = NewSession {
             id: input.id,
             workflow_id: input.workflow_id,
             workflow_name: input.workflow_name,
             workflow_version_id: input.workflow_version_id,
-            user_id: input.user_id,
+            // Sessions started with a token belong to its subject unless the input names a user.
+            user_id: input.user_id.or_else(|| {
+                ctx.data_opt::<crate::auth::Caller>().and_then(|c| c.principal()).and_then(|p| p.subject.clone())
+            }),
             start_time: input.start_time,
             metadata: input.metadata.map(|j| j.0),
         };
-        store(ctx)
-            .start_session(limits(ctx), new)
-            .await
-            .gql()
-            .map(Session)
+        store(ctx).start_session(limits(ctx), new).await.gql().map(Session)
     }
 
     /// Ends a session as COMPLETED, FAILED or CANCELLED at `endTime` (default now). Repeating the same completion
@@ -263,11 +222,7 @@ impl SessionsMutation {
         status: SessionStatus,
         end_time: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<Session> {
-        store(ctx)
-            .complete_session(id, status, end_time)
-            .await
-            .gql()
-            .map(Session)
+        store(ctx).complete_session(id, status, end_time).await.gql().map(Session)
     }
 
     /// Deprecated: retention policies delete old sessions. Changes nothing and returns 0.

@@ -19,11 +19,7 @@ pub struct Trace(pub trace::Model);
 
 /// The cursor of a trace row, shared by the `traces` query and subscription.
 pub fn trace_cursor(m: &trace::Model) -> String {
-    TraceKey(SeqKey {
-        at: m.timestamp,
-        seq: m.seq,
-    })
-    .encode()
+    TraceKey(SeqKey { at: m.timestamp, seq: m.seq }).encode()
 }
 
 /// One end of a trace: a node and one of its ports.
@@ -239,10 +235,7 @@ pub struct RecordResult {
 
 impl From<Recorded> for RecordResult {
     fn from(r: Recorded) -> Self {
-        RecordResult {
-            accepted: r.accepted,
-            duplicates: r.duplicates,
-        }
+        RecordResult { accepted: r.accepted, duplicates: r.duplicates }
     }
 }
 
@@ -277,6 +270,7 @@ impl TracesQuery {
     /// Traces of a session or a workflow, oldest first (by timestamp, then commit order). `from`/`to` are
     /// inclusive; `nodeId` matches either end.
     #[expect(clippy::too_many_arguments, reason = "one GraphQL argument each")]
+    #[graphql(complexity = "super::pagination::cost(first, last, child_complexity)")]
     async fn traces(
         &self,
         ctx: &Context<'_>,
@@ -291,25 +285,8 @@ impl TracesQuery {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<TraceConnection> {
-        let filter = TraceFilter {
-            session_id,
-            workflow_id,
-            from,
-            to,
-            node_id,
-            status,
-        };
-        traces_page(
-            ctx,
-            filter,
-            PageArgs {
-                first,
-                after,
-                last,
-                before,
-            },
-        )
-        .await
+        let filter = TraceFilter { session_id, workflow_id, from, to, node_id, status };
+        traces_page(ctx, filter, PageArgs { first, after, last, before }).await
     }
 }
 
@@ -327,10 +304,6 @@ impl TracesMutation {
         traces: Vec<TraceInput>,
     ) -> async_graphql::Result<RecordResult> {
         let traces = traces.into_iter().map(NewTrace::from).collect();
-        store(ctx)
-            .record_traces(limits(ctx), session_id, traces)
-            .await
-            .gql()
-            .map(RecordResult::from)
+        store(ctx).record_traces(limits(ctx), session_id, traces).await.gql().map(RecordResult::from)
     }
 }

@@ -37,11 +37,7 @@ pub trait CursorKey: Sized {
     }
 
     fn decode(cursor: &str) -> StoreResult<Self> {
-        let invalid = || {
-            StoreError::BadInput(format!(
-                "invalid cursor '{cursor}': pass a cursor this API returned"
-            ))
-        };
+        let invalid = || StoreError::BadInput(format!("invalid cursor '{cursor}': pass a cursor this API returned"));
         let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
         let raw = String::from_utf8(raw).map_err(|_| invalid())?;
         let (tag, body) = raw.split_once(':').ok_or_else(invalid)?;
@@ -71,10 +67,7 @@ macro_rules! seq_cursor {
             }
             fn parse(body: &str) -> Option<Self> {
                 let (at, seq) = body.split_once(':')?;
-                Some($ty(SeqKey {
-                    at: parse_micros(at)?,
-                    seq: seq.parse().ok()?,
-                }))
+                Some($ty(SeqKey { at: parse_micros(at)?, seq: seq.parse().ok()? }))
             }
             fn values(&self) -> (Value, Value) {
                 (self.0.at.into(), self.0.seq.into())
@@ -92,10 +85,7 @@ impl CursorKey for SessionKey {
     }
     fn parse(body: &str) -> Option<Self> {
         let (at, id) = body.split_once(':')?;
-        Some(SessionKey {
-            start_time: parse_micros(at)?,
-            id: id.parse().ok()?,
-        })
+        Some(SessionKey { start_time: parse_micros(at)?, id: id.parse().ok()? })
     }
     fn values(&self) -> (Value, Value) {
         (self.start_time.into(), self.id.into())
@@ -120,12 +110,7 @@ pub struct PageOf<T> {
 
 /// Appends the keyset conditions, order and limit for `columns` (two key columns, e.g. `timestamp, seq`) to a query
 /// whose WHERE clause is already open. `newest_first` is the natural order of the list.
-pub fn keyset<K: CursorKey>(
-    sql: &mut Sql,
-    columns: (&str, &str),
-    page: &Page<K>,
-    newest_first: bool,
-) {
+pub fn keyset<K: CursorKey>(sql: &mut Sql, columns: (&str, &str), page: &Page<K>, newest_first: bool) {
     let (a, b) = columns;
     let (after_op, before_op) = if newest_first { ("<", ">") } else { (">", "<") };
     for (key, op) in [(&page.after, after_op), (&page.before, before_op)] {
@@ -147,17 +132,9 @@ pub fn finish<T, K>(mut rows: Vec<T>, page: &Page<K>) -> PageOf<T> {
     rows.truncate(page.limit as usize);
     if page.from_end {
         rows.reverse();
-        PageOf {
-            rows,
-            has_previous: more,
-            has_next: page.before.is_some(),
-        }
+        PageOf { rows, has_previous: more, has_next: page.before.is_some() }
     } else {
-        PageOf {
-            rows,
-            has_previous: page.after.is_some(),
-            has_next: more,
-        }
+        PageOf { rows, has_previous: page.after.is_some(), has_next: more }
     }
 }
 
@@ -167,10 +144,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_other_kinds() {
-        let key = TraceKey(SeqKey {
-            at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
-            seq: 42,
-        });
+        let key = TraceKey(SeqKey { at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(), seq: 42 });
         assert_eq!(TraceKey::decode(&key.encode()).unwrap(), key);
         assert!(EventKey::decode(&key.encode()).is_err());
         assert!(TraceKey::decode("not a cursor").is_err());

@@ -19,7 +19,8 @@ pub struct EventFilter {
     pub event_types: Vec<EventType>,
 }
 
-pub const EVENT_COLUMNS: &str = "id, timestamp, seq, session_id, workflow_id, node_id, port_id, event_type, data, duration, metadata";
+pub const EVENT_COLUMNS: &str =
+    "id, timestamp, seq, session_id, workflow_id, node_id, port_id, event_type, data, duration, metadata";
 
 impl EventFilter {
     fn push(&self, sql: &mut Sql) {
@@ -38,11 +39,7 @@ impl EventFilter {
             sql.push(&format!(" AND node_id = {p}"));
         }
         if !self.event_types.is_empty() {
-            let types: Vec<String> = self
-                .event_types
-                .iter()
-                .map(|t| t.as_str().to_owned())
-                .collect();
+            let types: Vec<String> = self.event_types.iter().map(|t| t.as_str().to_owned()).collect();
             let p = sql.bind(types);
             sql.push(&format!(" AND event_type = ANY({p})"));
         }
@@ -51,15 +48,9 @@ impl EventFilter {
 
 impl Store {
     /// Oldest first. Uses flow_trace_events_session_idx (session_id, timestamp, seq).
-    pub async fn events(
-        &self,
-        filter: &EventFilter,
-        page: &Page<EventKey>,
-    ) -> StoreResult<PageOf<event::Model>> {
+    pub async fn events(&self, filter: &EventFilter, page: &Page<EventKey>) -> StoreResult<PageOf<event::Model>> {
         check_range(filter.from, filter.to)?;
-        let mut sql = Sql::new(&format!(
-            "SELECT {EVENT_COLUMNS} FROM flow_trace_events WHERE TRUE"
-        ));
+        let mut sql = Sql::new(&format!("SELECT {EVENT_COLUMNS} FROM flow_trace_events WHERE TRUE"));
         filter.push(&mut sql);
         keyset(&mut sql, ("timestamp", "seq"), page, false);
         Ok(finish(self.all(sql).await?, page))

@@ -39,9 +39,7 @@ impl Store {
     pub async fn health(&self) -> StoreResult<Health> {
         let mode = self.mode().await?;
         let (postgres_version,): (String,) =
-            sqlx::query_as("SELECT current_setting('server_version')")
-                .fetch_one(&self.pool)
-                .await?;
+            sqlx::query_as("SELECT current_setting('server_version')").fetch_one(&self.pool).await?;
         let mut health = Health {
             connected: true,
             version: None,
@@ -79,11 +77,7 @@ impl Store {
 
     /// Ready: the database answers and every migration is applied.
     pub async fn ready(&self) -> StoreResult<bool> {
-        Ok(self
-            .migration_status()
-            .await?
-            .iter()
-            .all(|(_, applied)| *applied))
+        Ok(self.migration_status().await?.iter().all(|(_, applied)| *applied))
     }
 }
 
@@ -91,10 +85,7 @@ impl Store {
     /// One line per TimescaleDB policy job with its schedule, configuration and last result.
     pub async fn policy_jobs(&self) -> StoreResult<Vec<String>> {
         if !self.mode().await?.is_timescaledb() {
-            return Ok(vec![
-                "plain mode: no TimescaleDB jobs; the server deletes expired rows every hour"
-                    .into(),
-            ]);
+            return Ok(vec!["plain mode: no TimescaleDB jobs; the server deletes expired rows every hour".into()]);
         }
         let rows: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
             "SELECT j.proc_name::text, COALESCE(j.hypertable_name::text, ''), j.schedule_interval::text,

@@ -81,10 +81,7 @@ pub(crate) struct Checker<'a> {
 impl Checker<'_> {
     pub fn batch(&self, len: usize) -> StoreResult<()> {
         if len == 0 {
-            return Err(StoreError::BadInput(format!(
-                "{} must not be empty",
-                self.list
-            )));
+            return Err(StoreError::BadInput(format!("{} must not be empty", self.list)));
         }
         if len > self.limits.max_batch {
             return Err(StoreError::LimitExceeded(format!(
@@ -95,47 +92,32 @@ impl Checker<'_> {
         Ok(())
     }
 
-    pub fn name(
-        &self,
-        i: usize,
-        field: &str,
-        value: Option<&str>,
-        required: bool,
-    ) -> StoreResult<()> {
+    pub fn name(&self, i: usize, field: &str, value: Option<&str>, required: bool) -> StoreResult<()> {
         match value {
-            Some(v) if v.chars().count() > self.limits.max_name_chars => {
-                Err(StoreError::LimitExceeded(format!(
-                    "{}[{i}].{field} is longer than {} characters (max_name_chars)",
-                    self.list, self.limits.max_name_chars
-                )))
+            Some(v) if v.chars().count() > self.limits.max_name_chars => Err(StoreError::LimitExceeded(format!(
+                "{}[{i}].{field} is longer than {} characters (max_name_chars)",
+                self.list, self.limits.max_name_chars
+            ))),
+            Some(v) if required && v.trim().is_empty() => {
+                Err(StoreError::BadInput(format!("{}[{i}].{field} must not be empty", self.list)))
             }
-            Some(v) if required && v.trim().is_empty() => Err(StoreError::BadInput(format!(
-                "{}[{i}].{field} must not be empty",
-                self.list
-            ))),
-            None if required => Err(StoreError::BadInput(format!(
-                "{}[{i}].{field} is required",
-                self.list
-            ))),
+            None if required => Err(StoreError::BadInput(format!("{}[{i}].{field} is required", self.list))),
             _ => Ok(()),
         }
     }
 
     pub fn text(&self, i: usize, field: &str, value: Option<&str>) -> StoreResult<()> {
         match value {
-            Some(v) if v.chars().count() > self.limits.max_text_chars => {
-                Err(StoreError::LimitExceeded(format!(
-                    "{}[{i}].{field} is longer than {} characters (max_text_chars)",
-                    self.list, self.limits.max_text_chars
-                )))
-            }
+            Some(v) if v.chars().count() > self.limits.max_text_chars => Err(StoreError::LimitExceeded(format!(
+                "{}[{i}].{field} is longer than {} characters (max_text_chars)",
+                self.list, self.limits.max_text_chars
+            ))),
             _ => Ok(()),
         }
     }
 
     pub fn time(&self, i: usize, field: &str, at: DateTime<Utc>) -> StoreResult<()> {
-        check_time(at)
-            .map_err(|why| StoreError::BadInput(format!("{}[{i}].{field} {why}", self.list)))
+        check_time(at).map_err(|why| StoreError::BadInput(format!("{}[{i}].{field} {why}", self.list)))
     }
 
     pub fn duration(&self, i: usize, value: Option<f64>) -> StoreResult<()> {
@@ -175,10 +157,7 @@ impl Checker<'_> {
             if let Some(id) = id
                 && !seen.insert(id)
             {
-                return Err(StoreError::BadInput(format!(
-                    "{}[{i}].id {id} appears twice in this batch",
-                    self.list
-                )));
+                return Err(StoreError::BadInput(format!("{}[{i}].id {id} appears twice in this batch", self.list)));
             }
         }
         Ok(())
@@ -190,10 +169,7 @@ pub fn check_time(at: DateTime<Utc>) -> Result<(), String> {
     let lo = DateTime::from_timestamp(946_684_800, 0).unwrap_or_default(); // 2000-01-01
     let hi = DateTime::from_timestamp(4_102_444_800, 0).unwrap_or_default(); // 2100-01-01
     if at < lo || at >= hi {
-        return Err(format!(
-            "{} is outside the accepted range 2000-01-01..2100-01-01",
-            at.to_rfc3339()
-        ));
+        return Err(format!("{} is outside the accepted range 2000-01-01..2100-01-01", at.to_rfc3339()));
     }
     Ok(())
 }
@@ -214,18 +190,13 @@ fn json_depth(value: &Json) -> usize {
 }
 
 /// The session's workflow, or NOT_FOUND.
-async fn session_workflow(
-    tx: &mut Transaction<'_, Postgres>,
-    session_id: Uuid,
-) -> StoreResult<String> {
+async fn session_workflow(tx: &mut Transaction<'_, Postgres>, session_id: Uuid) -> StoreResult<String> {
     // flow_trace_sessions_pkey (id, start_time) finds it in every chunk.
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT workflow_id FROM flow_trace_sessions WHERE id = $1 LIMIT 1")
-            .bind(session_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    row.map(|r| r.0)
-        .ok_or_else(|| StoreError::NotFound(format!("session {session_id} does not exist")))
+    let row: Option<(String,)> = sqlx::query_as("SELECT workflow_id FROM flow_trace_sessions WHERE id = $1 LIMIT 1")
+        .bind(session_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|r| r.0).ok_or_else(|| StoreError::NotFound(format!("session {session_id} does not exist")))
 }
 
 /// Serialises ingest per workflow until commit (see the module comment).
@@ -245,13 +216,8 @@ pub(crate) async fn notify(
     workflow_id: &str,
     seq: i64,
 ) -> StoreResult<()> {
-    let payload =
-        serde_json::json!({ "k": kind, "s": session_id, "w": workflow_id, "q": seq }).to_string();
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(payload)
-        .execute(&mut **tx)
-        .await?;
+    let payload = serde_json::json!({ "k": kind, "s": session_id, "w": workflow_id, "q": seq }).to_string();
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -262,10 +228,7 @@ impl Store {
         session_id: Uuid,
         mut traces: Vec<NewTrace>,
     ) -> StoreResult<Recorded> {
-        let check = Checker {
-            limits,
-            list: "traces",
-        };
+        let check = Checker { limits, list: "traces" };
         check.batch(traces.len())?;
         check.unique_ids(traces.iter().map(|t| t.id))?;
         let mut payloads = Vec::with_capacity(traces.len());
@@ -293,22 +256,16 @@ impl Store {
                 check.name(i, field, value, required)?;
             }
             if t.graph_id.as_deref().is_some_and(|g| g.trim().is_empty()) {
-                return Err(StoreError::BadInput(format!(
-                    "traces[{i}].graphId must not be empty"
-                )));
+                return Err(StoreError::BadInput(format!("traces[{i}].graphId must not be empty")));
             }
             check.text(i, "data.preview", t.preview.as_deref())?;
             check.text(i, "error.message", t.error_message.as_deref())?;
             check.text(i, "error.stack", t.error_stack.as_deref())?;
             if t.size.is_some_and(|s| s < 0) {
-                return Err(StoreError::BadInput(format!(
-                    "traces[{i}].data.size must be >= 0"
-                )));
+                return Err(StoreError::BadInput(format!("traces[{i}].data.size must be >= 0")));
             }
             if t.depth.is_some_and(|d| d < 0) {
-                return Err(StoreError::BadInput(format!(
-                    "traces[{i}].depth must be >= 0"
-                )));
+                return Err(StoreError::BadInput(format!("traces[{i}].depth must be >= 0")));
             }
             payloads.push(check.json(i, "data.payload", t.payload.as_ref())?);
         }
@@ -408,10 +365,7 @@ impl Store {
             notify(&mut tx, "trace", session_id, &workflow_id, seq).await?;
         }
         tx.commit().await?;
-        Ok(Recorded {
-            accepted,
-            duplicates: traces.len() as i64 - accepted,
-        })
+        Ok(Recorded { accepted, duplicates: traces.len() as i64 - accepted })
     }
 
     pub async fn record_events(
@@ -420,10 +374,7 @@ impl Store {
         session_id: Uuid,
         events: Vec<NewEvent>,
     ) -> StoreResult<Recorded> {
-        let check = Checker {
-            limits,
-            list: "events",
-        };
+        let check = Checker { limits, list: "events" };
         check.batch(events.len())?;
         check.unique_ids(events.iter().map(|e| e.id))?;
         let mut data = Vec::with_capacity(events.len());
@@ -439,10 +390,7 @@ impl Store {
         let mut order: Vec<usize> = (0..events.len()).collect();
         order.sort_by_key(|&i| events[i].timestamp);
         let pick = |i: usize| &events[i];
-        let ids: Vec<Uuid> = order
-            .iter()
-            .map(|&i| pick(i).id.unwrap_or_else(Uuid::new_v4))
-            .collect();
+        let ids: Vec<Uuid> = order.iter().map(|&i| pick(i).id.unwrap_or_else(Uuid::new_v4)).collect();
         let ts: Vec<DateTime<Utc>> = order.iter().map(|&i| pick(i).timestamp).collect();
         let node: Vec<String> = order.iter().map(|&i| pick(i).node_id.clone()).collect();
         let port: Vec<Option<String>> = order.iter().map(|&i| pick(i).port_id.clone()).collect();
@@ -485,10 +433,7 @@ impl Store {
             notify(&mut tx, "event", session_id, &workflow_id, seq).await?;
         }
         tx.commit().await?;
-        Ok(Recorded {
-            accepted,
-            duplicates: events.len() as i64 - accepted,
-        })
+        Ok(Recorded { accepted, duplicates: events.len() as i64 - accepted })
     }
 }
 
@@ -514,11 +459,7 @@ struct TraceColumns {
 }
 
 impl TraceColumns {
-    fn build(
-        traces: &mut [NewTrace],
-        mut payloads: Vec<Option<String>>,
-        order: &[usize],
-    ) -> TraceColumns {
+    fn build(traces: &mut [NewTrace], mut payloads: Vec<Option<String>>, order: &[usize]) -> TraceColumns {
         let n = traces.len();
         let mut c = TraceColumns {
             id: Vec::with_capacity(n),
@@ -546,10 +487,7 @@ impl TraceColumns {
             c.ts.push(t.timestamp);
             c.duration.push(t.duration);
             c.status.push(t.status.as_str());
-            for (cols, node) in [
-                (&mut c.source, &mut t.source),
-                (&mut c.target, &mut t.target),
-            ] {
+            for (cols, node) in [(&mut c.source, &mut t.source), (&mut c.target, &mut t.target)] {
                 cols[0].push(Some(std::mem::take(&mut node.node_id)));
                 cols[1].push(node.node_name.take());
                 cols[2].push(node.node_type.take());
@@ -558,16 +496,14 @@ impl TraceColumns {
                 cols[5].push(node.port_type.take());
             }
             // Without a client-given size, the payload's JSON length is the best measure of what was passed.
-            c.size
-                .push(t.size.or(payload.as_ref().map(|p| p.len() as i64)));
+            c.size.push(t.size.or(payload.as_ref().map(|p| p.len() as i64)));
             c.payload.push(payload);
             c.data_type.push(t.data_type.take());
             c.preview.push(t.preview.take());
             c.error_message.push(t.error_message.take());
             c.error_code.push(t.error_code.take());
             c.error_stack.push(t.error_stack.take());
-            c.graph_id
-                .push(t.graph_id.take().unwrap_or_else(|| "main".to_owned()));
+            c.graph_id.push(t.graph_id.take().unwrap_or_else(|| "main".to_owned()));
             c.graph_name.push(t.graph_name.take());
             c.parent.push(t.parent_trace_id);
             c.depth.push(t.depth.unwrap_or(0));

@@ -11,9 +11,7 @@ pub mod traces;
 use std::time::Duration;
 
 use migration::{MigratorTrait, StorageMode};
-use sea_orm::{
-    DatabaseConnection, DbBackend, DbErr, FromQueryResult, SqlxPostgresConnector, Statement, Value,
-};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, SqlxPostgresConnector, Statement, Value};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
@@ -35,15 +33,10 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_) => StoreError::Unavailable(err.to_string()),
-            sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
-            {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable(err.to_string())
+            }
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
                 StoreError::Unavailable(err.to_string())
             }
             _ => StoreError::Database(err.to_string()),
@@ -54,11 +47,8 @@ impl From<sqlx::Error> for StoreError {
 impl From<DbErr> for StoreError {
     fn from(err: DbErr) -> Self {
         match err {
-            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => {
-                StoreError::Unavailable(err.to_string())
-            }
-            DbErr::Query(sea_orm::RuntimeErr::SqlxError(e))
-            | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e)) => {
+            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(err.to_string()),
+            DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e)) => {
                 match std::sync::Arc::try_unwrap(e) {
                     Ok(e) => e.into(),
                     Err(e) => StoreError::Database(e.to_string()),
@@ -87,11 +77,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy(url)?;
         let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
-        Ok(Store {
-            pool,
-            orm,
-            url: url.to_owned(),
-        })
+        Ok(Store { pool, orm, url: url.to_owned() })
     }
 
     /// Waits until the database answers, for at most `timeout`.
@@ -133,12 +119,7 @@ impl Store {
         let migrations = migration::Migrator::get_migration_with_status(&self.orm).await?;
         Ok(migrations
             .iter()
-            .map(|m| {
-                (
-                    m.name().to_owned(),
-                    matches!(m.status(), migration::MigrationStatus::Applied),
-                )
-            })
+            .map(|m| (m.name().to_owned(), matches!(m.status(), migration::MigrationStatus::Applied)))
             .collect())
     }
 
@@ -160,10 +141,7 @@ pub struct Sql {
 
 impl Sql {
     pub fn new(text: &str) -> Sql {
-        Sql {
-            text: text.to_owned(),
-            values: Vec::new(),
-        }
+        Sql { text: text.to_owned(), values: Vec::new() }
     }
 
     pub fn push(&mut self, text: &str) -> &mut Self {
@@ -183,9 +161,6 @@ impl Sql {
 
 /// Escapes LIKE wildcards so search text matches literally.
 pub fn like_pattern(text: &str) -> String {
-    let escaped = text
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
+    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     format!("%{escaped}%")
 }

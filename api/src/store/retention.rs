@@ -10,11 +10,9 @@ impl Store {
     /// Deletes rows older than each table's retention; returns how many went.
     pub async fn delete_expired(&self, policies: &Policies) -> StoreResult<u64> {
         let mut deleted = 0;
-        for (table, column) in [
-            ("flow_traces", "timestamp"),
-            ("flow_trace_events", "timestamp"),
-            ("flow_trace_sessions", "start_time"),
-        ] {
+        for (table, column) in
+            [("flow_traces", "timestamp"), ("flow_trace_events", "timestamp"), ("flow_trace_sessions", "start_time")]
+        {
             let Some(policy) = policies.table(table) else {
                 continue;
             };

@@ -39,19 +39,11 @@ const COLUMNS: &str = "id, start_time, workflow_id, workflow_version_id, workflo
 
 impl Store {
     /// Creates the session, or returns the existing one with that id (a retried start is not an error).
-    pub async fn start_session(
-        &self,
-        limits: &Limits,
-        new: NewSession,
-    ) -> StoreResult<session::Model> {
+    pub async fn start_session(&self, limits: &Limits, new: NewSession) -> StoreResult<session::Model> {
         for (field, value, required) in [
             ("workflowId", Some(new.workflow_id.as_str()), true),
             ("workflowName", Some(new.workflow_name.as_str()), true),
-            (
-                "workflowVersionId",
-                new.workflow_version_id.as_deref(),
-                false,
-            ),
+            ("workflowVersionId", new.workflow_version_id.as_deref(), false),
             ("userId", new.user_id.as_deref(), false),
         ] {
             check_field(limits, field, value, required)?;
@@ -72,17 +64,14 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // The key includes start_time, so ON CONFLICT alone would let a retry without startTime create a second row:
         // serialise starts of one id and look first.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended('flowtrace-session:' || $1::text, 0))",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let existing: Option<(Uuid,)> =
-            sqlx::query_as("SELECT id FROM flow_trace_sessions WHERE id = $1 LIMIT 1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('flowtrace-session:' || $1::text, 0))")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let existing: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM flow_trace_sessions WHERE id = $1 LIMIT 1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
         if existing.is_none() {
             sqlx::query(
                 "INSERT INTO flow_trace_sessions
@@ -101,9 +90,7 @@ impl Store {
             notify(&mut tx, "session", id, &new.workflow_id, 0).await?;
         }
         tx.commit().await?;
-        self.session(id)
-            .await?
-            .ok_or_else(|| StoreError::Database(format!("session {id} vanished after insert")))
+        self.session(id).await?.ok_or_else(|| StoreError::Database(format!("session {id} vanished after insert")))
     }
 
     /// Ends a session. Repeating the same completion returns the session unchanged; changing the outcome of an
@@ -122,14 +109,10 @@ impl Store {
         if let Some(at) = end_time {
             check_time(at).map_err(|why| StoreError::BadInput(format!("endTime {why}")))?;
         }
-        let current = self
-            .session(id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("session {id} does not exist")))?;
+        let current =
+            self.session(id).await?.ok_or_else(|| StoreError::NotFound(format!("session {id} does not exist")))?;
         if current.status != SessionStatus::Running.as_str() {
-            if current.status == status.as_str()
-                && end_time.is_none_or(|at| Some(at) == current.end_time)
-            {
+            if current.status == status.as_str() && end_time.is_none_or(|at| Some(at) == current.end_time) {
                 return Ok(current);
             }
             return Err(StoreError::BadInput(format!(
@@ -157,21 +140,15 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
-            return Err(StoreError::BadInput(format!(
-                "session {id} was completed concurrently"
-            )));
+            return Err(StoreError::BadInput(format!("session {id} was completed concurrently")));
         }
         notify(&mut tx, "session", id, &current.workflow_id, 0).await?;
         tx.commit().await?;
-        self.session(id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("session {id} does not exist")))
+        self.session(id).await?.ok_or_else(|| StoreError::NotFound(format!("session {id} does not exist")))
     }
 
     pub async fn session(&self, id: Uuid) -> StoreResult<Option<session::Model>> {
-        let mut sql = Sql::new(&format!(
-            "SELECT {COLUMNS} FROM flow_trace_sessions WHERE id = "
-        ));
+        let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM flow_trace_sessions WHERE id = "));
         let p = sql.bind(id);
         sql.push(&p).push(" LIMIT 1");
         Ok(self.all(sql).await?.into_iter().next())
@@ -183,9 +160,7 @@ impl Store {
         filter: &SessionFilter,
         page: &Page<SessionKey>,
     ) -> StoreResult<PageOf<session::Model>> {
-        let mut sql = Sql::new(&format!(
-            "SELECT {COLUMNS} FROM flow_trace_sessions WHERE TRUE"
-        ));
+        let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM flow_trace_sessions WHERE TRUE"));
         filter_sql(&mut sql, filter);
         keyset(&mut sql, ("start_time", "id"), page, true);
         Ok(finish(self.all(sql).await?, page))
@@ -221,28 +196,17 @@ fn filter_sql(sql: &mut Sql, f: &SessionFilter) {
     }
     if let Some(v) = &f.search {
         let p = sql.bind(like_pattern(v));
-        sql.push(&format!(
-            " AND (workflow_name ILIKE {p} OR workflow_id ILIKE {p})"
-        ));
+        sql.push(&format!(" AND (workflow_name ILIKE {p} OR workflow_id ILIKE {p})"));
     }
 }
 
-fn check_field(
-    limits: &Limits,
-    field: &str,
-    value: Option<&str>,
-    required: bool,
-) -> StoreResult<()> {
+fn check_field(limits: &Limits, field: &str, value: Option<&str>, required: bool) -> StoreResult<()> {
     match value {
-        Some(v) if v.chars().count() > limits.max_name_chars => {
-            Err(StoreError::LimitExceeded(format!(
-                "{field} is longer than {} characters (max_name_chars)",
-                limits.max_name_chars
-            )))
-        }
-        Some(v) if required && v.trim().is_empty() => {
-            Err(StoreError::BadInput(format!("{field} must not be empty")))
-        }
+        Some(v) if v.chars().count() > limits.max_name_chars => Err(StoreError::LimitExceeded(format!(
+            "{field} is longer than {} characters (max_name_chars)",
+            limits.max_name_chars
+        ))),
+        Some(v) if required && v.trim().is_empty() => Err(StoreError::BadInput(format!("{field} must not be empty"))),
         _ => Ok(()),
     }
 }

@@ -53,9 +53,7 @@ impl TraceFilter {
         }
         if let Some(v) = &self.node_id {
             let p = sql.bind(v.clone());
-            sql.push(&format!(
-                " AND (source_node_id = {p} OR target_node_id = {p})"
-            ));
+            sql.push(&format!(" AND (source_node_id = {p} OR target_node_id = {p})"));
         }
         if let Some(v) = self.status {
             let p = sql.bind(v.as_str());
@@ -66,26 +64,18 @@ impl TraceFilter {
 
 pub fn check_range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> StoreResult<()> {
     match (from, to) {
-        (Some(f), Some(t)) if f > t => Err(StoreError::BadInput(format!(
-            "from ({}) is after to ({})",
-            f.to_rfc3339(),
-            t.to_rfc3339()
-        ))),
+        (Some(f), Some(t)) if f > t => {
+            Err(StoreError::BadInput(format!("from ({}) is after to ({})", f.to_rfc3339(), t.to_rfc3339())))
+        }
         _ => Ok(()),
     }
 }
 
 impl Store {
     /// Oldest first. Uses flow_traces_session_idx / flow_traces_workflow_idx (`…, timestamp, seq`).
-    pub async fn traces(
-        &self,
-        filter: &TraceFilter,
-        page: &Page<TraceKey>,
-    ) -> StoreResult<PageOf<trace::Model>> {
+    pub async fn traces(&self, filter: &TraceFilter, page: &Page<TraceKey>) -> StoreResult<PageOf<trace::Model>> {
         filter.validate()?;
-        let mut sql = Sql::new(&format!(
-            "SELECT {TRACE_COLUMNS} FROM flow_traces WHERE TRUE"
-        ));
+        let mut sql = Sql::new(&format!("SELECT {TRACE_COLUMNS} FROM flow_traces WHERE TRUE"));
         filter.push(&mut sql);
         keyset(&mut sql, ("timestamp", "seq"), page, false);
         Ok(finish(self.all(sql).await?, page))

@@ -9,13 +9,13 @@ use crate::harness::TestApp;
 pub const START: &str = "mutation($input: StartSessionInput!) {
     startSession(input: $input) { id status startTime workflowId }
 }";
-pub const RECORD: &str = "mutation($s: UUID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted duplicates } }";
-pub const RECORD_EVENTS: &str = "mutation($s: UUID!, $e: [EventInput!]!) { recordEvents(sessionId: $s, events: $e) { accepted duplicates } }";
+pub const RECORD: &str =
+    "mutation($s: UUID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted duplicates } }";
+pub const RECORD_EVENTS: &str =
+    "mutation($s: UUID!, $e: [EventInput!]!) { recordEvents(sessionId: $s, events: $e) { accepted duplicates } }";
 
 pub fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
-        .expect("time")
-        .with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z").expect("time").with_timezone(&Utc)
 }
 
 pub fn at(seconds: i64) -> String {

@@ -75,24 +75,14 @@ async fn cluster(kind: Kind) -> Option<&'static Cluster> {
             // A given server's preload setting is not ours to change: plain-only tests skip there.
             (Some(_), Kind::Plain) => return None,
             (None, kind) => {
-                let pg = throwaway_cluster(
-                    if kind == Kind::Plain {
-                        "plain"
-                    } else {
-                        "default"
-                    },
-                    kind == Kind::Default,
-                )
-                .await;
+                let pg =
+                    throwaway_cluster(if kind == Kind::Plain { "plain" } else { "default" }, kind == Kind::Default)
+                        .await;
                 (pg.url("{db}"), "flowtrace_template")
             }
         };
         let timescaledb = make_template(&url_pattern, template).await;
-        Some(Cluster {
-            url_pattern,
-            template,
-            timescaledb,
-        })
+        Some(Cluster { url_pattern, template, timescaledb })
     })
     .await
     .as_ref()
@@ -107,18 +97,12 @@ fn with_db_placeholder(url: &str) -> String {
 
 async fn admin(pattern: &str) -> Store {
     let store = Store::connect_lazy(&db_url(pattern, "postgres"), 2).expect("admin pool");
-    store
-        .wait_until_reachable(Duration::from_secs(30))
-        .await
-        .expect("test PostgreSQL reachable");
+    store.wait_until_reachable(Duration::from_secs(30)).await.expect("test PostgreSQL reachable");
     store
 }
 
 async fn exec(store: &Store, sql: String) {
-    if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-        .execute(store.pool())
-        .await
-    {
+    if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(store.pool()).await {
         panic!("{sql}: {err}");
     }
 }
@@ -126,29 +110,15 @@ async fn exec(store: &Store, sql: String) {
 /// Creates and migrates the template; returns whether it runs TimescaleDB.
 async fn make_template(pattern: &str, template: &str) -> bool {
     let admin = admin(pattern).await;
-    exec(
-        &admin,
-        format!("DROP DATABASE IF EXISTS {template} WITH (FORCE)"),
-    )
-    .await;
+    exec(&admin, format!("DROP DATABASE IF EXISTS {template} WITH (FORCE)")).await;
     exec(&admin, format!("CREATE DATABASE {template}")).await;
     let store = Store::connect_lazy(&db_url(pattern, template), 2).expect("template pool");
     store.migrate_up().await.expect("migrating the template");
     let timescaledb = store.mode().await.expect("mode").is_timescaledb();
     store.pool().close().await;
     // TimescaleDB's scheduler keeps a connection to every database with the extension; a template must have none.
-    exec(
-        &admin,
-        format!("ALTER DATABASE {template} WITH ALLOW_CONNECTIONS false"),
-    )
-    .await;
-    exec(
-        &admin,
-        format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{template}'"
-        ),
-    )
-    .await;
+    exec(&admin, format!("ALTER DATABASE {template} WITH ALLOW_CONNECTIONS false")).await;
+    exec(&admin, format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{template}'")).await;
     admin.pool().close().await;
     timescaledb
 }
@@ -165,19 +135,12 @@ pub async fn try_test_db(kind: Kind) -> Option<TestDb> {
         eprintln!("SKIPPED: no plain-mode cluster when TEST_DATABASE_URL is given");
         return None;
     };
-    let name = format!(
-        "t{}_{}",
-        std::process::id(),
-        NEXT_DB.fetch_add(1, Ordering::Relaxed)
-    );
+    let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
     let admin = admin(&cluster.url_pattern).await;
     for attempt in 0.. {
-        let created = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE {name} TEMPLATE {}",
-            cluster.template
-        )))
-        .execute(admin.pool())
-        .await;
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {}", cluster.template)))
+            .execute(admin.pool())
+            .await;
         match created {
             Ok(_) => break,
             Err(err) if attempt < 20 && err.to_string().contains("being accessed") => {
@@ -188,10 +151,7 @@ pub async fn try_test_db(kind: Kind) -> Option<TestDb> {
     }
     admin.pool().close().await;
     let store = Store::connect_lazy(&db_url(&cluster.url_pattern, &name), 8).expect("test pool");
-    Some(TestDb {
-        store,
-        timescaledb: cluster.timescaledb,
-    })
+    Some(TestDb { store, timescaledb: cluster.timescaledb })
 }
 
 pub async fn test_db(kind: Kind) -> TestDb {
@@ -204,19 +164,12 @@ pub async fn test_db(kind: Kind) -> TestDb {
 /// An empty (unmigrated) database on the default cluster.
 pub async fn empty_db() -> TestDb {
     let cluster = cluster(Kind::Default).await.expect("default cluster");
-    let name = format!(
-        "e{}_{}",
-        std::process::id(),
-        NEXT_DB.fetch_add(1, Ordering::Relaxed)
-    );
+    let name = format!("e{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
     let admin = admin(&cluster.url_pattern).await;
     exec(&admin, format!("CREATE DATABASE {name}")).await;
     admin.pool().close().await;
     let store = Store::connect_lazy(&db_url(&cluster.url_pattern, &name), 4).expect("pool");
-    TestDb {
-        store,
-        timescaledb: cluster.timescaledb,
-    }
+    TestDb { store, timescaledb: cluster.timescaledb }
 }
 
 /// Whether the default cluster runs TimescaleDB; prints the skip line when it does not.
@@ -244,12 +197,7 @@ impl TestApp {
         args.bind = "127.0.0.1:0".parse().expect("addr");
         let server = spawn(db.store.clone(), args).await.expect("server starts");
         let base = format!("http://{}", server.addr);
-        TestApp {
-            db,
-            server: Some(server),
-            base,
-            http: reqwest::Client::new(),
-        }
+        TestApp { db, server: Some(server), base, http: reqwest::Client::new() }
     }
 
     /// Graceful shutdown of the server.
@@ -284,27 +232,16 @@ impl TestApp {
         let error = &body["errors"][0];
         assert!(!error.is_null(), "expected an error, got {body:#}");
         (
-            error["extensions"]["code"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned(),
+            error["extensions"]["code"].as_str().unwrap_or("").to_owned(),
             error["message"].as_str().unwrap_or("").to_owned(),
         )
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("GET");
+        let res = self.http.get(format!("{}{path}", self.base)).send().await.expect("GET");
         let status = res.status().as_u16();
         let text = res.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     pub async fn scalar_i64(&self, sql: &str) -> i64 {

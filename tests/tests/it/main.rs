@@ -8,3 +8,4 @@ mod migrations;
 mod modes;
 mod queries;
 mod schema;
+mod security;

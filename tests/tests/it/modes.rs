@@ -28,27 +28,13 @@ async fn plain_mode_serves_the_same_api() {
     assert_eq!(health["version"], json!(null));
 
     let s = session(&app, "wf", 0).await;
-    record(
-        &app,
-        s,
-        vec![trace(1, "SUCCESS", "a", "b"), trace(2, "ERROR", "b", "c")],
-    )
-    .await;
-    let data = app
-        .ok(
-            "query($s: UUID!) { traces(sessionId: $s) { totalCount } }",
-            json!({ "s": s }),
-        )
-        .await;
+    record(&app, s, vec![trace(1, "SUCCESS", "a", "b"), trace(2, "ERROR", "b", "c")]).await;
+    let data = app.ok("query($s: UUID!) { traces(sessionId: $s) { totalCount } }", json!({ "s": s })).await;
     assert_eq!(data["traces"]["totalCount"], 2);
     // The aggregate names exist as views computed on the fly.
-    let n = app
-        .scalar_i64("SELECT sum(trace_count)::bigint FROM node_performance_hourly")
-        .await;
+    let n = app.scalar_i64("SELECT sum(trace_count)::bigint FROM node_performance_hourly").await;
     assert_eq!(n, 2);
-    let n = app
-        .scalar_i64("SELECT sum(sessions)::bigint FROM session_stats_daily")
-        .await;
+    let n = app.scalar_i64("SELECT sum(sessions)::bigint FROM session_stats_daily").await;
     assert_eq!(n, 1);
 }
 
@@ -60,36 +46,18 @@ async fn health_reports_what_the_catalog_holds() {
     assert_eq!(health["connected"], true);
     if app.db.timescaledb {
         assert_eq!(health["mode"], "TIMESCALEDB");
-        assert_eq!(
-            health["hypertables"],
-            json!(["flow_trace_events", "flow_trace_sessions", "flow_traces"])
-        );
+        assert_eq!(health["hypertables"], json!(["flow_trace_events", "flow_trace_sessions", "flow_traces"]));
         assert_eq!(health["compressionEnabled"], true);
         assert_eq!(
             health["continuousAggregates"],
-            json!([
-                "node_performance_hourly",
-                "session_stats_daily",
-                "session_stats_hourly"
-            ])
+            json!(["node_performance_hourly", "session_stats_daily", "session_stats_hourly"])
         );
-        assert!(
-            health["version"]
-                .as_str()
-                .is_some_and(|v| v.starts_with('2'))
-        );
+        assert!(health["version"].as_str().is_some_and(|v| v.starts_with('2')));
     } else {
-        eprintln!(
-            "SKIPPED TimescaleDB part of health_reports_what_the_catalog_holds: extension not installed"
-        );
+        eprintln!("SKIPPED TimescaleDB part of health_reports_what_the_catalog_holds: extension not installed");
         assert_eq!(health["mode"], "PLAIN");
     }
-    let data = app
-        .ok(
-            "{ health { connected mode hypertables jobsFailing } }",
-            json!({}),
-        )
-        .await;
+    let data = app.ok("{ health { connected mode hypertables jobsFailing } }", json!({})).await;
     assert_eq!(data["health"]["mode"], health["mode"]);
     assert_eq!(data["health"]["hypertables"], health["hypertables"]);
 
@@ -99,12 +67,5 @@ async fn health_reports_what_the_catalog_holds() {
     assert_eq!(status, 200);
 
     app.shutdown().await;
-    assert!(
-        app.http
-            .get(format!("{}/healthz", app.base))
-            .send()
-            .await
-            .is_err(),
-        "stopped listening"
-    );
+    assert!(app.http.get(format!("{}/healthz", app.base)).send().await.is_err(), "stopped listening");
 }

@@ -17,12 +17,7 @@ const TRACES: &str = "query($s: UUID, $w: String, $first: Int, $after: String, $
     } }";
 
 fn ids(conn: &Value) -> Vec<String> {
-    conn["edges"]
-        .as_array()
-        .expect("edges")
-        .iter()
-        .map(|e| e["node"]["id"].as_str().expect("id").to_owned())
-        .collect()
+    conn["edges"].as_array().expect("edges").iter().map(|e| e["node"]["id"].as_str().expect("id").to_owned()).collect()
 }
 
 #[tokio::test]
@@ -30,9 +25,7 @@ async fn paginating_1200_traces_forward_and_backward_has_no_gaps_or_repeats() {
     let app = TestApp::start(Kind::Default).await;
     let s = session(&app, "wf", 0).await;
     // Equal timestamps in every pair, so the order must fall back to seq.
-    let all: Vec<Value> = (0..1200)
-        .map(|i| trace(i / 2, "SUCCESS", "a", "b"))
-        .collect();
+    let all: Vec<Value> = (0..1200).map(|i| trace(i / 2, "SUCCESS", "a", "b")).collect();
     for chunk in all.chunks(400) {
         record(&app, s, chunk.to_vec()).await;
     }
@@ -40,9 +33,7 @@ async fn paginating_1200_traces_forward_and_backward_has_no_gaps_or_repeats() {
     let mut forward = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let data = app
-            .ok(TRACES, json!({ "s": s, "first": 250, "after": after }))
-            .await;
+        let data = app.ok(TRACES, json!({ "s": s, "first": 250, "after": after })).await;
         let conn = &data["traces"];
         assert_eq!(conn["totalCount"], 1200);
         forward.extend(ids(conn));
@@ -52,18 +43,12 @@ async fn paginating_1200_traces_forward_and_backward_has_no_gaps_or_repeats() {
         after = conn["pageInfo"]["endCursor"].as_str().map(str::to_owned);
     }
     assert_eq!(forward.len(), 1200);
-    assert_eq!(
-        forward.iter().collect::<HashSet<_>>().len(),
-        1200,
-        "no repeats"
-    );
+    assert_eq!(forward.iter().collect::<HashSet<_>>().len(), 1200, "no repeats");
 
     let mut backward = Vec::new();
     let mut before: Option<String> = None;
     loop {
-        let data = app
-            .ok(TRACES, json!({ "s": s, "last": 333, "before": before }))
-            .await;
+        let data = app.ok(TRACES, json!({ "s": s, "last": 333, "before": before })).await;
         let conn = &data["traces"];
         let mut page = ids(conn);
         page.extend(backward);
@@ -88,10 +73,7 @@ async fn paginating_1200_traces_forward_and_backward_has_no_gaps_or_repeats() {
             )
         })
         .collect();
-    assert!(
-        keys.windows(2).all(|w| w[0] < w[1]),
-        "strictly increasing (timestamp, seq)"
-    );
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "strictly increasing (timestamp, seq)");
 }
 
 #[tokio::test]
@@ -99,57 +81,32 @@ async fn trace_filters_narrow_by_workflow_node_status_and_time() {
     let app = TestApp::start(Kind::Default).await;
     let s1 = session(&app, "wf-a", 0).await;
     let s2 = session(&app, "wf-b", 0).await;
-    record(
-        &app,
-        s1,
-        vec![
-            trace(1, "SUCCESS", "a", "b"),
-            trace(2, "ERROR", "b", "c"),
-            trace(3, "SUCCESS", "c", "d"),
-        ],
-    )
-    .await;
+    record(&app, s1, vec![trace(1, "SUCCESS", "a", "b"), trace(2, "ERROR", "b", "c"), trace(3, "SUCCESS", "c", "d")])
+        .await;
     record(&app, s2, vec![trace(1, "SUCCESS", "x", "y")]).await;
 
     let app = &app;
-    let count = |v: Value| async move {
-        app.ok(TRACES, v).await["traces"]["totalCount"]
-            .as_i64()
-            .expect("count")
-    };
+    let count = |v: Value| async move { app.ok(TRACES, v).await["traces"]["totalCount"].as_i64().expect("count") };
     assert_eq!(count(json!({ "w": "wf-a" })).await, 3);
     assert_eq!(count(json!({ "w": "wf-b" })).await, 1);
-    assert_eq!(
-        count(json!({ "s": s1, "node": "b" })).await,
-        2,
-        "as target of one and source of another"
-    );
+    assert_eq!(count(json!({ "s": s1, "node": "b" })).await, 2, "as target of one and source of another");
     assert_eq!(count(json!({ "s": s1, "status": "ERROR" })).await, 1);
     assert_eq!(
-        count(json!({ "s": s1, "from": crate::fixtures::at(2), "to": crate::fixtures::at(3) }))
-            .await,
+        count(json!({ "s": s1, "from": crate::fixtures::at(2), "to": crate::fixtures::at(3) })).await,
         2,
         "bounds are inclusive"
     );
 
     let (code, _) = app.err(TRACES, json!({})).await;
     assert_eq!(code, "BAD_USER_INPUT", "a session or workflow is required");
-    let (code, _) = app
-        .err(TRACES, json!({ "s": s1, "after": "bm90IGEgY3Vyc29y" }))
-        .await;
+    let (code, _) = app.err(TRACES, json!({ "s": s1, "after": "bm90IGEgY3Vyc29y" })).await;
     assert_eq!(code, "BAD_USER_INPUT");
     let (code, _) = app.err(TRACES, json!({ "s": s1, "first": 5000 })).await;
     assert_eq!(code, "LIMIT_EXCEEDED");
-    let (code, _) = app
-        .err(TRACES, json!({ "s": s1, "first": 1, "last": 1 }))
-        .await;
+    let (code, _) = app.err(TRACES, json!({ "s": s1, "first": 1, "last": 1 })).await;
     assert_eq!(code, "BAD_USER_INPUT");
-    let (code, _) = app
-        .err(
-            TRACES,
-            json!({ "s": s1, "from": crate::fixtures::at(5), "to": crate::fixtures::at(1) }),
-        )
-        .await;
+    let (code, _) =
+        app.err(TRACES, json!({ "s": s1, "from": crate::fixtures::at(5), "to": crate::fixtures::at(1) })).await;
     assert_eq!(code, "BAD_USER_INPUT", "from after to");
 }
 
@@ -161,8 +118,7 @@ async fn sessions_are_listed_newest_first_with_filters_and_total() {
         let wf = if i % 3 == 0 { "billing-sync" } else { "etl" };
         started.push(session(&app, wf, i * 60).await);
     }
-    let complete =
-        "mutation($id: UUID!) { completeSession(id: $id, status: COMPLETED) { status } }";
+    let complete = "mutation($id: UUID!) { completeSession(id: $id, status: COMPLETED) { status } }";
     for id in &started[..5] {
         app.ok(complete, json!({ "id": id })).await;
     }
@@ -179,35 +135,19 @@ async fn sessions_are_listed_newest_first_with_filters_and_total() {
         if data["sessions"]["pageInfo"]["hasNextPage"] == false {
             break;
         }
-        after = data["sessions"]["pageInfo"]["endCursor"]
-            .as_str()
-            .map(str::to_owned);
+        after = data["sessions"]["pageInfo"]["endCursor"].as_str().map(str::to_owned);
     }
     let newest_first: Vec<String> = started.iter().rev().map(Uuid::to_string).collect();
     assert_eq!(seen, newest_first);
 
     let app = &app;
-    let total = |f: Value| async move {
-        app.ok(q, json!({ "f": f })).await["sessions"]["totalCount"]
-            .as_i64()
-            .expect("n")
-    };
+    let total =
+        |f: Value| async move { app.ok(q, json!({ "f": f })).await["sessions"]["totalCount"].as_i64().expect("n") };
     assert_eq!(total(json!({ "workflowId": "billing-sync" })).await, 10);
     assert_eq!(total(json!({ "status": "COMPLETED" })).await, 5);
-    assert_eq!(
-        total(json!({ "status": "RUNNING", "workflowId": "etl" })).await,
-        17
-    );
-    assert_eq!(
-        total(json!({ "search": "BILLING" })).await,
-        10,
-        "search ignores case"
-    );
-    assert_eq!(
-        total(json!({ "search": "%" })).await,
-        0,
-        "wildcards are literal"
-    );
+    assert_eq!(total(json!({ "status": "RUNNING", "workflowId": "etl" })).await, 17);
+    assert_eq!(total(json!({ "search": "BILLING" })).await, 10, "search ignores case");
+    assert_eq!(total(json!({ "search": "%" })).await, 0, "wildcards are literal");
     assert_eq!(
         total(json!({ "startedAfter": crate::fixtures::at(600), "startedBefore": crate::fixtures::at(1200) })).await,
         10
@@ -215,15 +155,6 @@ async fn sessions_are_listed_newest_first_with_filters_and_total() {
 
     let (code, _) = app.err(q, json!({ "after": "garbage" })).await;
     assert_eq!(code, "BAD_USER_INPUT");
-    let data = app
-        .ok(
-            "query($id: UUID!) { session(id: $id) { id } }",
-            json!({ "id": Uuid::new_v4() }),
-        )
-        .await;
-    assert_eq!(
-        data["session"],
-        Value::Null,
-        "an unknown session is null, not an error"
-    );
+    let data = app.ok("query($id: UUID!) { session(id: $id) { id } }", json!({ "id": Uuid::new_v4() })).await;
+    assert_eq!(data["session"], Value::Null, "an unknown session is null, not an error");
 }
