@@ -171,7 +171,7 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
         .route("/api/health/timescaledb", get(health))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(|| async { crate::metrics::render() }))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(args.body_limit))
         .layer(cors(&args.cors_origins)?)
         .with_state(state);
@@ -247,6 +247,14 @@ async fn ready(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// `GET /metrics`: Prometheus text, with the pool's state read at scrape time.
+async fn metrics(State(state): State<AppState>) -> String {
+    let pool = state.store.pool();
+    metrics::gauge!("flowtrace_db_pool_connections").set(pool.size() as f64);
+    metrics::gauge!("flowtrace_db_pool_idle_connections").set(pool.num_idle() as f64);
+    crate::metrics::render()
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -85,7 +85,7 @@ impl EmbeddedPostgres {
         Ok(pg)
     }
 
-    /// Starts the server again after `stop` (same folder, a fresh free port).
+    /// Starts the server again after `stop`: same folder, same port, so existing pools reconnect by themselves.
     pub async fn restart(&mut self) -> Result<(), EmbeddedError> {
         if let Some(port) = self.running_port().await {
             self.port = port;
@@ -190,7 +190,9 @@ impl EmbeddedPostgres {
     }
 
     async fn start_server(&mut self) -> Result<(), EmbeddedError> {
-        self.port = free_port()?;
+        if self.port == 0 {
+            self.port = free_port()?;
+        }
         let mut settings = vec![
             format!("-p {}", self.port),
             "-c listen_addresses=127.0.0.1".to_owned(),

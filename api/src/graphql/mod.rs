@@ -5,6 +5,7 @@ mod access;
 mod codes;
 pub mod events;
 pub mod health;
+mod observe;
 pub mod pagination;
 pub mod sessions;
 pub mod traces;
@@ -27,6 +28,7 @@ pub type FlowSchema = Schema<Query, Mutation, EmptySubscription>;
 /// The schema without data or limits: what `flowtrace schema` prints and `schema.graphql` holds.
 pub fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .extension(observe::RequestMetrics)
         .extension(codes::ErrorCodes)
         .extension(access::AccessControl)
 }

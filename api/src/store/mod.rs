@@ -74,7 +74,8 @@ impl Store {
     pub fn connect_lazy(url: &str, max_connections: u32) -> StoreResult<Store> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(3))
+            // Fail fast while the database is down: requests answer DATABASE_UNAVAILABLE instead of hanging.
+            .acquire_timeout(Duration::from_secs(2))
             .connect_lazy(url)?;
         let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
         Ok(Store { pool, orm, url: url.to_owned() })

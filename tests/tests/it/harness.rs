@@ -207,16 +207,14 @@ impl TestApp {
         }
     }
 
+    /// A second client of a running server (for concurrent tasks): it holds no database and no server.
+    pub fn client_for(base: String) -> TestClient {
+        TestClient { base, http: reqwest::Client::new() }
+    }
+
     /// POSTs a GraphQL request; returns the whole response body.
     pub async fn gql(&self, query: &str, variables: Value) -> Value {
-        let res = self
-            .http
-            .post(format!("{}/graphql", self.base))
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("request sent");
-        res.json().await.expect("JSON response")
+        TestClient { base: self.base.clone(), http: self.http.clone() }.gql(query, variables).await
     }
 
     /// `data` of a request that must succeed.
@@ -249,5 +247,28 @@ impl TestApp {
             .fetch_one(self.db.store.pool())
             .await
             .expect("scalar query")
+    }
+}
+
+/// An HTTP GraphQL client of a running server.
+#[derive(Clone)]
+pub struct TestClient {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl TestClient {
+    pub async fn try_gql(&self, query: &str, variables: Value) -> Result<Value, reqwest::Error> {
+        let res = self
+            .http
+            .post(format!("{}/graphql", self.base))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await?;
+        res.json().await
+    }
+
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        self.try_gql(query, variables).await.expect("GraphQL response")
     }
 }

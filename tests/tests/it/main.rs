@@ -8,5 +8,6 @@ mod ingest;
 mod migrations;
 mod modes;
 mod queries;
+mod reliability;
 mod schema;
 mod security;
