@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_graphql::http::GraphiQLSource;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::watch;
 use tower_http::cors::{Any, CorsLayer};
@@ -165,7 +164,9 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
     let state = AppState { schema, store, auth: Arc::new(auth) };
     let mut router = Router::new().route("/graphql", post(graphql_http));
     if !args.no_graphiql {
-        router = router.route("/graphiql", get(graphiql));
+        router = router
+            .route("/graphiql", get(crate::graphiql::page))
+            .route("/graphiql/assets/{file}", get(crate::graphiql::asset));
     }
     let router = router
         .route("/api/health/timescaledb", get(health))
@@ -218,10 +219,6 @@ async fn graphql_http(
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = Caller(state.auth.principal(authorization));
     axum::Json(state.schema.execute_batch(request.data(caller)).await).into_response()
-}
-
-async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql").finish())
 }
 
 /// `GET /api/health/timescaledb`: 503 when the database cannot be reached.

@@ -140,5 +140,14 @@ async fn introspection_and_graphiql_can_be_switched_off() {
     let open = TestApp::start(Kind::Default).await;
     let (status, page) = open.get("/graphiql").await;
     assert_eq!(status, 200);
-    assert!(page.as_str().is_some_and(|p| p.contains("graphiql")));
+    let page = page.as_str().expect("html").to_owned();
+    assert!(page.contains("GraphiQL"));
+    // Offline: every script and style comes from this server.
+    assert!(!page.contains("http://") && !page.contains("https://"), "no external assets");
+    for asset in ["react.production.min.js", "react-dom.production.min.js", "graphiql.min.js", "graphiql.min.css"] {
+        assert!(page.contains(&format!("/graphiql/assets/{asset}")));
+        let res = open.http.get(format!("{}/graphiql/assets/{asset}", open.base)).send().await.expect("asset");
+        assert_eq!(res.status().as_u16(), 200, "{asset}");
+        assert!(res.bytes().await.expect("body").len() > 5_000, "{asset} is the real file");
+    }
 }
