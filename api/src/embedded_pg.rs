@@ -201,6 +201,10 @@ impl EmbeddedPostgres {
         if self.timescaledb {
             settings.push("-c shared_preload_libraries=timescaledb".into());
             settings.push("-c timescaledb.telemetry_level=off".into());
+            // The default 8 worker processes are too few for the scheduler to start several policy jobs at once
+            // ("failed to start job"); leave room for them and for parallel query.
+            settings.push("-c max_worker_processes=32".into());
+            settings.push("-c timescaledb.max_background_workers=16".into());
         }
         for (name, value) in &self.options.settings {
             settings.push(format!("-c {name}={value}"));

@@ -123,14 +123,12 @@ impl Policies {
         for a in &self.aggregates {
             let current = job_matches(
                 conn,
-                "SELECT (j.config->>'start_offset')::interval = $2::interval
-                        AND (j.config->>'end_offset')::interval = $3::interval
-                        AND j.schedule_interval = $4::interval
-                 FROM timescaledb_information.jobs j
-                 JOIN timescaledb_information.continuous_aggregates c
-                   ON c.materialization_hypertable_schema = j.hypertable_schema
-                  AND c.materialization_hypertable_name = j.hypertable_name
-                 WHERE j.proc_name = 'policy_refresh_continuous_aggregate' AND c.view_name = $1",
+                // For aggregate policies the jobs view names the aggregate itself as the hypertable.
+                "SELECT (config->>'start_offset')::interval = $2::interval
+                        AND (config->>'end_offset')::interval = $3::interval
+                        AND schedule_interval = $4::interval
+                 FROM timescaledb_information.jobs
+                 WHERE proc_name = 'policy_refresh_continuous_aggregate' AND hypertable_name = $1",
                 vec![
                     a.view.into(),
                     a.start_offset.clone().into(),

@@ -46,11 +46,8 @@ pub async fn throwaway_cluster(name: &str, timescaledb: bool) -> EmbeddedPostgre
             ("synchronous_commit", "off"),
             ("full_page_writes", "off"),
             ("max_connections", "300"),
-            ("max_worker_processes", "32"),
-            ("timescaledb.max_background_workers", "16"),
         ]
         .into_iter()
-        .filter(|(k, _)| timescaledb || !k.starts_with("timescaledb."))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect(),
     };
