@@ -2,19 +2,22 @@
 //! random port with `spawn`.
 
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::auth::{Auth, Caller};
@@ -22,6 +25,8 @@ use crate::config::{DatabaseArgs, ServeArgs};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPostgres, default_data_dir};
 use crate::error::{BAD_USER_INPUT, LIMIT_EXCEEDED};
 use crate::graphql::{self, FlowSchema, SchemaOptions};
+use crate::live::Live;
+use crate::live::ws::{self, WsSettings};
 use crate::store::Store;
 use crate::store::health::Health;
 use crate::store::retention::run_plain_retention;
@@ -87,6 +92,9 @@ struct AppState {
     schema: FlowSchema,
     store: Store,
     auth: Arc<Auth>,
+    ws: Arc<WsSettings>,
+    ws_connections: Arc<Semaphore>,
+    stopped: watch::Receiver<bool>,
 }
 
 fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
@@ -159,10 +167,24 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
     }
 
     crate::metrics::install();
+    let (stop, stopped) = watch::channel(false);
+    let live = Live::start(store.url().to_owned(), stopped.clone());
     let options = SchemaOptions { introspection: !args.no_introspection };
-    let schema = graphql::build(store.clone(), args.limits.clone(), options);
-    let state = AppState { schema, store, auth: Arc::new(auth) };
-    let mut router = Router::new().route("/graphql", post(graphql_http));
+    let schema = graphql::build(store.clone(), live, args.limits.clone(), options);
+    let ws = WsSettings {
+        init_timeout: Duration::from_secs(args.limits.ws_init_timeout_secs),
+        keepalive: Duration::from_secs(args.limits.ws_keepalive_secs.max(1)),
+        subscriptions_per_connection: args.limits.max_subscriptions_per_connection,
+    };
+    let state = AppState {
+        schema,
+        store,
+        auth: Arc::new(auth),
+        ws: Arc::new(ws),
+        ws_connections: Arc::new(Semaphore::new(args.limits.max_ws_connections)),
+        stopped: stopped.clone(),
+    };
+    let mut router = Router::new().route("/graphql", post(graphql_http).get(graphql_ws));
     if !args.no_graphiql {
         router = router
             .route("/graphiql", get(crate::graphiql::page))
@@ -180,7 +202,7 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
     let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
     tracing::info!("flowtrace listening on http://{addr} (GraphQL at /graphql, GraphiQL at /graphiql)");
-    let (stop, mut stopped) = watch::channel(false);
+    let mut stopped = stopped;
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -219,6 +241,23 @@ async fn graphql_http(
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = Caller(state.auth.principal(authorization));
     axum::Json(state.schema.execute_batch(request.data(caller)).await).into_response()
+}
+
+/// `GET /graphql` with a WebSocket upgrade: subscriptions (and queries) over `graphql-transport-ws` or `graphql-ws`.
+async fn graphql_ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    let requested = headers.get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(protocol) = requested.split(',').find_map(|p| WebSocketProtocols::from_str(p.trim()).ok()) else {
+        let message = "the WebSocket must speak graphql-transport-ws or graphql-ws (Sec-WebSocket-Protocol)".into();
+        return graphql_error(StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
+    };
+    let Ok(permit) = state.ws_connections.clone().try_acquire_owned() else {
+        let message = "this server has reached its WebSocket connection limit (max_ws_connections)".into();
+        return graphql_error(StatusCode::SERVICE_UNAVAILABLE, LIMIT_EXCEEDED, message);
+    };
+    let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| {
+        ws::serve(socket, state.schema, protocol, state.auth, authorization, state.ws, state.stopped, permit)
+    })
 }
 
 /// `GET /api/health/timescaledb`: 503 when the database cannot be reached.

@@ -10,5 +10,6 @@ pub mod error;
 pub mod graphiql;
 pub mod graphql;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod store;

@@ -28,6 +28,18 @@ pub struct Limits {
     /// Highest query complexity: each field costs 1, and a connection multiplies its selection by its page size.
     #[arg(long, env = "FLOWTRACE_MAX_COMPLEXITY", default_value_t = 100_000)]
     pub max_complexity: usize,
+    /// Most WebSocket connections this process serves at once.
+    #[arg(long, env = "FLOWTRACE_MAX_WS_CONNECTIONS", default_value_t = 10_000)]
+    pub max_ws_connections: usize,
+    /// Most subscriptions open on one WebSocket connection.
+    #[arg(long, env = "FLOWTRACE_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 100)]
+    pub max_subscriptions_per_connection: usize,
+    /// Seconds a new WebSocket has to send `connection_init` before it is closed (4408).
+    #[arg(long, env = "FLOWTRACE_WS_INIT_TIMEOUT_SECS", default_value_t = 10)]
+    pub ws_init_timeout_secs: u64,
+    /// Seconds between keep-alive pings on WebSockets.
+    #[arg(long, env = "FLOWTRACE_WS_KEEPALIVE_SECS", default_value_t = 15)]
+    pub ws_keepalive_secs: u64,
     /// Page size when a query gives neither `first` nor `last`.
     #[arg(long, env = "FLOWTRACE_DEFAULT_PAGE_SIZE", default_value_t = 100)]
     pub default_page_size: usize,
@@ -44,6 +56,10 @@ impl Default for Limits {
             max_page_size: 1000,
             max_depth: 16,
             max_complexity: 100_000,
+            max_ws_connections: 10_000,
+            max_subscriptions_per_connection: 100,
+            ws_init_timeout_secs: 10,
+            ws_keepalive_secs: 15,
             default_page_size: 100,
         }
     }

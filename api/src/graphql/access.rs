@@ -12,6 +12,7 @@ use futures::stream::BoxStream;
 
 use crate::auth::{Access, Caller};
 use crate::error::coded;
+use crate::live::ws::SubscriptionSlots;
 
 pub struct AccessControl;
 
@@ -67,6 +68,27 @@ impl Extension for AccessControlExtension {
         next: NextSubscribe<'_>,
     ) -> BoxStream<'s, Response> {
         let stream = next.run(ctx, stream);
+        // Hold one of the connection's subscription slots for as long as the stream lives.
+        let permit = match ctx.data_opt::<SubscriptionSlots>() {
+            Some(SubscriptionSlots(slots, limit)) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let refusal = coded(
+                        "LIMIT_EXCEEDED",
+                        format!("this connection already has {limit} subscriptions (max_subscriptions_per_connection)"),
+                    );
+                    let response =
+                        Response::from_errors(vec![refusal.into_server_error(async_graphql::Pos::default())]);
+                    return futures::stream::iter([response]).boxed();
+                }
+            },
+            None => None,
+        };
+        let stream = stream.map(move |item| {
+            let _held = &permit;
+            item
+        });
+        let stream = stream.boxed();
         let expires = ctx.data_opt::<Caller>().and_then(Caller::principal).and_then(|p| p.expires);
         let Some(expires) = expires else { return stream };
         let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();

@@ -5,14 +5,16 @@ mod access;
 mod codes;
 pub mod events;
 pub mod health;
+pub mod live;
 mod observe;
 pub mod pagination;
 pub mod sessions;
 pub mod traces;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{Context, MergedObject, Schema, SchemaBuilder};
 
 use crate::limits::Limits;
+use crate::live::Live;
 use crate::store::Store;
 
 #[derive(MergedObject, Default)]
@@ -23,11 +25,11 @@ pub struct Query(sessions::SessionsQuery, traces::TracesQuery, events::EventsQue
 #[graphql(name = "Mutation")]
 pub struct Mutation(sessions::SessionsMutation, traces::TracesMutation, events::EventsMutation);
 
-pub type FlowSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type FlowSchema = Schema<Query, Mutation, live::Subscription>;
 
 /// The schema without data or limits: what `flowtrace schema` prints and `schema.graphql` holds.
-pub fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+pub fn builder() -> SchemaBuilder<Query, Mutation, live::Subscription> {
+    Schema::build(Query::default(), Mutation::default(), live::Subscription)
         .extension(observe::RequestMetrics)
         .extension(codes::ErrorCodes)
         .extension(access::AccessControl)
@@ -39,12 +41,12 @@ pub struct SchemaOptions {
     pub introspection: bool,
 }
 
-pub fn build(store: Store, limits: Limits, options: SchemaOptions) -> FlowSchema {
+pub fn build(store: Store, live: Live, limits: Limits, options: SchemaOptions) -> FlowSchema {
     let mut builder = builder().limit_depth(limits.max_depth).limit_complexity(limits.max_complexity);
     if !options.introspection {
         builder = builder.disable_introspection();
     }
-    builder.data(store).data(limits).finish()
+    builder.data(store).data(live).data(limits).finish()
 }
 
 /// The SDL, as checked in.

@@ -4,16 +4,19 @@ pub mod cursor;
 pub mod events;
 pub mod health;
 pub mod ingest;
+pub mod live;
 pub mod retention;
 pub mod sessions;
 pub mod traces;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use migration::{MigratorTrait, StorageMode};
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, SqlxPostgresConnector, Statement, Value};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tokio::sync::Semaphore;
 
 /// What can go wrong below the API. Mapped once to GraphQL error codes in `crate::error`.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,8 @@ pub struct Store {
     pool: PgPool,
     orm: DatabaseConnection,
     url: String,
+    /// Live subscriptions may hold at most half the pool, so a burst of wake-ups never starves ingest and queries.
+    live_reads: Arc<Semaphore>,
 }
 
 impl Store {
@@ -75,10 +80,11 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             // Fail fast while the database is down: requests answer DATABASE_UNAVAILABLE instead of hanging.
-            .acquire_timeout(Duration::from_secs(2))
+            .acquire_timeout(Duration::from_secs(5))
             .connect_lazy(url)?;
         let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
-        Ok(Store { pool, orm, url: url.to_owned() })
+        let live_reads = Arc::new(Semaphore::new((max_connections as usize / 2).max(1)));
+        Ok(Store { pool, orm, url: url.to_owned(), live_reads })
     }
 
     /// Waits until the database answers, for at most `timeout`.

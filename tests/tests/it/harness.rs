@@ -147,7 +147,7 @@ pub async fn try_test_db(kind: Kind) -> Option<TestDb> {
         }
     }
     admin.pool().close().await;
-    let store = Store::connect_lazy(&db_url(&cluster.url_pattern, &name), 8).expect("test pool");
+    let store = Store::connect_lazy(&db_url(&cluster.url_pattern, &name), 16).expect("test pool");
     Some(TestDb { store, timescaledb: cluster.timescaledb })
 }
 

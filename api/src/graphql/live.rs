@@ -1,0 +1,240 @@
+//! Subscriptions: traces and events as they are committed (resumable by cursor), session lifecycle updates, and
+//! replay of stored traces at their original pace.
+
+use std::time::Duration;
+
+use async_graphql::connection::{Edge, EmptyFields};
+use async_graphql::{Context, Subscription as SubscriptionObject};
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use uuid::Uuid;
+
+use super::events::TraceEvent;
+use super::sessions::Session;
+use super::store;
+use super::traces::{Trace, trace_cursor};
+use crate::domain::EventType;
+use crate::error::{Gql, bad_input};
+use crate::live::{Live, wait_for};
+use crate::store::cursor::{CursorKey, Page, SeqKey, TraceKey};
+use crate::store::live::Follow;
+use crate::store::traces::TraceFilter;
+use crate::store::{Store, StoreError};
+
+/// Rows read per round trip while catching up; also the most a subscription holds in memory.
+const PAGE: i64 = 500;
+
+pub type TraceEdge = Edge<String, Trace, EmptyFields>;
+
+/// A subscription's reads fail while the database is down: wait and try again instead of ending the stream.
+async fn retry_pause(err: &StoreError) {
+    tracing::debug!(%err, "live read failed; retrying");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+fn live<'a>(ctx: &Context<'a>) -> &'a Live {
+    ctx.data_unchecked::<Live>()
+}
+
+#[derive(Default)]
+pub struct Subscription;
+
+#[SubscriptionObject(name = "Subscription")]
+impl Subscription {
+    /// Traces of a session or a workflow as they are committed, each with its cursor. With `after` (a cursor from
+    /// this subscription or the `traces` query): every trace committed after it, then live ones. Without it: for a
+    /// session every stored trace first, for a workflow only new ones. Each trace is delivered once, in commit order
+    /// (which is time order for clients that send in time order); reconnect with the last cursor to miss nothing.
+    async fn traces(
+        &self,
+        ctx: &Context<'_>,
+        session_id: Option<Uuid>,
+        workflow_id: Option<String>,
+        after: Option<String>,
+    ) -> async_graphql::Result<impl Stream<Item = TraceEdge> + use<>> {
+        let store = store(ctx).clone();
+        let follow = match (session_id, workflow_id) {
+            (Some(id), None) => Follow::Session(id),
+            (None, Some(id)) => Follow::Workflow(id),
+            _ => return Err(bad_input("give exactly one of sessionId or workflowId")),
+        };
+        if let Follow::Session(id) = follow {
+            store
+                .session(id)
+                .await
+                .gql()?
+                .ok_or_else(|| crate::error::coded("NOT_FOUND", format!("session {id} does not exist")))?;
+        }
+        let mut cursor = match (&after, &follow) {
+            (Some(c), _) => TraceKey::decode(c).gql()?.0.seq,
+            (None, Follow::Session(_)) => 0,
+            (None, Follow::Workflow(w)) => store.latest_trace_seq(w).await.gql()?,
+        };
+        // Subscribe before the first read, so nothing committed in between goes unnoticed.
+        let mut signals = live(ctx).subscribe();
+        let guard = SubscriberGauge::new("traces");
+        Ok(async_stream::stream! {
+            let _guard = guard;
+            loop {
+                match store.traces_after(&follow, cursor, PAGE).await {
+                    Ok(rows) => {
+                        let full = rows.len() as i64 == PAGE;
+                        for row in rows {
+                            cursor = row.seq;
+                            yield Edge::new(trace_cursor(&row), Trace(row));
+                        }
+                        if full {
+                            metrics::counter!("flowtrace_live_catchup_pages_total").increment(1);
+                            continue;
+                        }
+                    }
+                    Err(err) => retry_pause(&err).await,
+                }
+                let relevant = |w: &crate::live::Wakeup| {
+                    w.kind == "trace" && w.seq > cursor && match &follow {
+                        Follow::Session(id) => w.session_id == *id,
+                        Follow::Workflow(id) => w.workflow_id == *id,
+                    }
+                };
+                if !wait_for(&mut signals, relevant).await {
+                    break;
+                }
+            }
+        })
+    }
+
+    /// Events of a session as they are committed: every stored one first, then live ones, optionally only of the
+    /// given types.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        session_id: Uuid,
+        event_types: Option<Vec<EventType>>,
+    ) -> async_graphql::Result<impl Stream<Item = TraceEvent> + use<>> {
+        let store = store(ctx).clone();
+        store
+            .session(session_id)
+            .await
+            .gql()?
+            .ok_or_else(|| crate::error::coded("NOT_FOUND", format!("session {session_id} does not exist")))?;
+        let types = event_types.unwrap_or_default();
+        let mut signals = live(ctx).subscribe();
+        let guard = SubscriberGauge::new("events");
+        let mut cursor = 0;
+        Ok(async_stream::stream! {
+            let _guard = guard;
+            loop {
+                match store.events_after(session_id, &types, cursor, PAGE).await {
+                    Ok(rows) => {
+                        let full = rows.len() as i64 == PAGE;
+                        for row in rows {
+                            cursor = row.seq;
+                            yield TraceEvent(row);
+                        }
+                        if full {
+                            continue;
+                        }
+                    }
+                    Err(err) => retry_pause(&err).await,
+                }
+                if !wait_for(&mut signals, |w| w.kind == "event" && w.session_id == session_id && w.seq > cursor).await {
+                    break;
+                }
+            }
+        })
+    }
+
+    /// Sessions of a workflow (or all) as they start and end (completed, failed, cancelled).
+    async fn session_updates(
+        &self,
+        ctx: &Context<'_>,
+        workflow_id: Option<String>,
+    ) -> impl Stream<Item = Session> + use<> {
+        let store = store(ctx).clone();
+        let mut signals = live(ctx).subscribe();
+        let guard = SubscriberGauge::new("sessionUpdates");
+        async_stream::stream! {
+            let _guard = guard;
+            loop {
+                let signal = signals.recv().await;
+                let wakeup = match signal {
+                    Ok(crate::live::Signal::Wakeup(w)) => w,
+                    Ok(crate::live::Signal::Resync) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                if wakeup.kind != "session" || workflow_id.as_ref().is_some_and(|w| *w != wakeup.workflow_id) {
+                    continue;
+                }
+                if let Ok(Some(session)) = store.session(wakeup.session_id).await {
+                    yield Session(session);
+                }
+            }
+        }
+    }
+
+    /// Plays a session's stored traces in `[from, to]` back with their original spacing divided by `speed`
+    /// (default 1; 10 plays ten times faster), then completes.
+    async fn replay(
+        &self,
+        ctx: &Context<'_>,
+        session_id: Uuid,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        speed: Option<f64>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Trace>> + use<>> {
+        let speed = speed.unwrap_or(1.0);
+        if !speed.is_finite() || speed <= 0.0 {
+            return Err(bad_input(format!("speed must be a positive number, got {speed}")));
+        }
+        let store: Store = store(ctx).clone();
+        store
+            .session(session_id)
+            .await
+            .gql()?
+            .ok_or_else(|| crate::error::coded("NOT_FOUND", format!("session {session_id} does not exist")))?;
+        let filter = TraceFilter { session_id: Some(session_id), from, to, ..Default::default() };
+        filter.validate().gql()?;
+        Ok(async_stream::stream! {
+            let mut page = Page::<TraceKey> { after: None, before: None, limit: PAGE as u64, from_end: false };
+            let mut previous: Option<DateTime<Utc>> = None;
+            loop {
+                let rows = match store.traces(&filter, &page).await {
+                    Ok(rows) => rows,
+                    Err(err) => {
+                        yield Err(crate::error::store_error(err));
+                        break;
+                    }
+                };
+                for row in rows.rows {
+                    if let Some(prev) = previous {
+                        let gap = (row.timestamp - prev).to_std().unwrap_or_default();
+                        tokio::time::sleep(gap.div_f64(speed)).await;
+                    }
+                    previous = Some(row.timestamp);
+                    page.after = Some(TraceKey(SeqKey { at: row.timestamp, seq: row.seq }));
+                    yield Ok(Trace(row));
+                }
+                if !rows.has_next {
+                    break;
+                }
+            }
+        })
+    }
+}
+
+/// Counts open subscriptions by kind in `/metrics` for as long as the stream lives.
+struct SubscriberGauge(&'static str);
+
+impl SubscriberGauge {
+    fn new(kind: &'static str) -> Self {
+        metrics::gauge!("flowtrace_live_subscribers", "kind" => kind).increment(1.0);
+        SubscriberGauge(kind)
+    }
+}
+
+impl Drop for SubscriberGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("flowtrace_live_subscribers", "kind" => self.0).decrement(1.0);
+    }
+}
