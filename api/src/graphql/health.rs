@@ -1,6 +1,9 @@
 //! `health`: the same figures as `GET /api/health/timescaledb`.
 
 use async_graphql::{Context, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use crate::error::Gql;
 
 use super::store;
 
@@ -38,5 +41,105 @@ impl HealthQuery {
             mode: h.mode,
             jobs_failing: h.jobs_failing,
         }
+    }
+}
+
+/// One of the three tables.
+#[derive(SimpleObject)]
+pub struct TableStorage {
+    pub name: String,
+    /// False in plain mode.
+    pub hypertable: bool,
+    pub chunks: i64,
+    pub compressed_chunks: i64,
+    pub total_bytes: i64,
+    /// Bytes of the compressed chunks before compression; null when none is compressed.
+    pub before_compression_bytes: Option<i64>,
+    /// Bytes of the compressed chunks now.
+    pub after_compression_bytes: Option<i64>,
+    /// before / after; null when nothing is compressed.
+    pub compression_ratio: Option<f64>,
+}
+
+/// A continuous aggregate's freshness.
+#[derive(SimpleObject)]
+pub struct AggregateStatus {
+    pub name: String,
+    pub last_refresh: Option<DateTime<Utc>>,
+    /// Seconds since the last successful refresh.
+    pub lag_seconds: Option<f64>,
+}
+
+/// A TimescaleDB background job.
+#[derive(SimpleObject)]
+pub struct JobStatus {
+    pub job_id: i32,
+    /// e.g. policy_compression, policy_retention, policy_refresh_continuous_aggregate.
+    pub kind: String,
+    pub target: Option<String>,
+    pub schedule: String,
+    pub last_run_status: Option<String>,
+    pub last_run_started_at: Option<DateTime<Utc>>,
+    pub next_start: Option<DateTime<Utc>>,
+    pub total_runs: Option<i64>,
+    pub total_failures: Option<i64>,
+}
+
+#[derive(SimpleObject)]
+pub struct StorageStats {
+    pub mode: String,
+    pub tables: Vec<TableStorage>,
+    pub aggregates: Vec<AggregateStatus>,
+    pub jobs: Vec<JobStatus>,
+}
+
+#[derive(Default)]
+pub struct StorageQuery;
+
+#[Object]
+impl StorageQuery {
+    /// Tables, chunks and their sizes, compression, aggregate refresh lag, and background jobs with their last status.
+    async fn storage(&self, ctx: &Context<'_>) -> async_graphql::Result<StorageStats> {
+        let s = store(ctx).storage_stats().await.gql()?;
+        Ok(StorageStats {
+            mode: s.mode,
+            tables: s
+                .tables
+                .into_iter()
+                .map(|t| TableStorage {
+                    compression_ratio: match (t.before_compression_bytes, t.after_compression_bytes) {
+                        (Some(before), Some(after)) if after > 0 => Some(before as f64 / after as f64),
+                        _ => None,
+                    },
+                    name: t.name,
+                    hypertable: t.hypertable,
+                    chunks: t.chunks,
+                    compressed_chunks: t.compressed_chunks,
+                    total_bytes: t.total_bytes,
+                    before_compression_bytes: t.before_compression_bytes,
+                    after_compression_bytes: t.after_compression_bytes,
+                })
+                .collect(),
+            aggregates: s
+                .aggregates
+                .into_iter()
+                .map(|a| AggregateStatus { name: a.name, last_refresh: a.last_refresh, lag_seconds: a.lag_seconds })
+                .collect(),
+            jobs: s
+                .jobs
+                .into_iter()
+                .map(|j| JobStatus {
+                    job_id: j.job_id,
+                    kind: j.kind,
+                    target: j.target,
+                    schedule: j.schedule,
+                    last_run_status: j.last_run_status,
+                    last_run_started_at: j.last_run_started_at,
+                    next_start: j.next_start,
+                    total_runs: j.total_runs,
+                    total_failures: j.total_failures,
+                })
+                .collect(),
+        })
     }
 }

@@ -2,6 +2,7 @@
 //! store; they hold no business logic.
 
 mod access;
+pub mod analytics;
 mod codes;
 pub mod events;
 pub mod health;
@@ -9,6 +10,7 @@ pub mod live;
 mod observe;
 pub mod pagination;
 pub mod sessions;
+pub mod time_travel;
 pub mod traces;
 
 use async_graphql::{Context, MergedObject, Schema, SchemaBuilder};
@@ -19,7 +21,15 @@ use crate::store::Store;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct Query(sessions::SessionsQuery, traces::TracesQuery, events::EventsQuery, health::HealthQuery);
+pub struct Query(
+    sessions::SessionsQuery,
+    traces::TracesQuery,
+    events::EventsQuery,
+    time_travel::TimeTravelQuery,
+    analytics::AnalyticsQuery,
+    health::HealthQuery,
+    health::StorageQuery,
+);
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]

@@ -1,5 +1,6 @@
 //! SQL by capability. Nothing here knows about GraphQL: functions take domain values and return entity models.
 
+pub mod analytics;
 pub mod cursor;
 pub mod events;
 pub mod health;
@@ -7,6 +8,8 @@ pub mod ingest;
 pub mod live;
 pub mod retention;
 pub mod sessions;
+pub mod storage_stats;
+pub mod time_travel;
 pub mod traces;
 
 use std::sync::Arc;

@@ -12,4 +12,5 @@ mod queries;
 mod reliability;
 mod schema;
 mod security;
+mod time_travel;
 mod ws_client;

@@ -1,0 +1,120 @@
+//! Analytics: `sessionStats` and `nodePerformance`, read from the continuous aggregates.
+
+use async_graphql::{Context, Enum, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::store;
+use crate::error::Gql;
+use crate::store::analytics::{self, NodePerformanceRow, SessionStatsRow};
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Granularity {
+    Hour,
+    Day,
+}
+
+/// Sessions of one workflow that started in one bucket.
+#[derive(SimpleObject)]
+pub struct SessionStatsBucket {
+    pub bucket: DateTime<Utc>,
+    pub workflow_id: String,
+    pub sessions: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    /// Still running (at the time the bucket was last aggregated).
+    pub running: i64,
+    /// Milliseconds, over sessions that ended.
+    pub avg_duration: Option<f64>,
+    pub min_duration: Option<f64>,
+    pub max_duration: Option<f64>,
+    pub total_traces: i64,
+    pub error_count: i64,
+}
+
+impl From<SessionStatsRow> for SessionStatsBucket {
+    fn from(r: SessionStatsRow) -> Self {
+        SessionStatsBucket {
+            bucket: r.bucket,
+            workflow_id: r.workflow_id,
+            sessions: r.sessions,
+            completed: r.completed,
+            failed: r.failed,
+            cancelled: r.cancelled,
+            running: r.running,
+            avg_duration: r.avg_duration,
+            min_duration: r.min_duration,
+            max_duration: r.max_duration,
+            total_traces: r.total_traces,
+            error_count: r.error_count,
+        }
+    }
+}
+
+/// Traces received by one node (the trace target) of one workflow in one hour.
+#[derive(SimpleObject)]
+pub struct NodePerformanceBucket {
+    pub bucket: DateTime<Utc>,
+    pub workflow_id: String,
+    pub node_id: String,
+    pub trace_count: i64,
+    pub error_count: i64,
+    /// Milliseconds.
+    pub avg_duration: Option<f64>,
+    pub max_duration: Option<f64>,
+    /// Bytes.
+    pub total_data_size: i64,
+}
+
+impl From<NodePerformanceRow> for NodePerformanceBucket {
+    fn from(r: NodePerformanceRow) -> Self {
+        NodePerformanceBucket {
+            bucket: r.bucket,
+            workflow_id: r.workflow_id,
+            node_id: r.node_id,
+            trace_count: r.trace_count,
+            error_count: r.error_count,
+            avg_duration: r.avg_duration,
+            max_duration: r.max_duration,
+            total_data_size: r.total_data_size,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct AnalyticsQuery;
+
+#[Object]
+impl AnalyticsQuery {
+    /// Session counts and durations per workflow and hour or day, for buckets overlapping `[from, to]`, from
+    /// `session_stats_hourly` / `session_stats_daily` (including data newer than their last refresh).
+    async fn session_stats(
+        &self,
+        ctx: &Context<'_>,
+        workflow_id: Option<String>,
+        granularity: Granularity,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> async_graphql::Result<Vec<SessionStatsBucket>> {
+        let granularity = match granularity {
+            Granularity::Hour => analytics::Granularity::Hour,
+            Granularity::Day => analytics::Granularity::Day,
+        };
+        let rows = store(ctx).session_stats(workflow_id.as_deref(), granularity, from, to).await.gql()?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Hourly throughput, errors, durations and bytes per workflow and target node, for buckets overlapping
+    /// `[from, to]`, from `node_performance_hourly`.
+    async fn node_performance(
+        &self,
+        ctx: &Context<'_>,
+        workflow_id: Option<String>,
+        node_id: Option<String>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> async_graphql::Result<Vec<NodePerformanceBucket>> {
+        let rows = store(ctx).node_performance(workflow_id.as_deref(), node_id.as_deref(), from, to).await.gql()?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+}

@@ -1,0 +1,169 @@
+//! Time travel: `workflowStateAt`, `replayTraces`, `executionTimeline`.
+
+use async_graphql::{Context, Enum, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::pagination::PageArgs;
+use super::sessions::Session;
+use super::store;
+use super::traces::{Trace, TraceConnection, TraceError, traces_page};
+use crate::domain::SessionStatus;
+use crate::error::{Gql, bad_input};
+use crate::store::time_travel::{self, NodeStatus as StoreNodeStatus};
+use crate::store::traces::TraceFilter;
+
+/// A node's state at a moment.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NodeStatus {
+    /// Seen, but neither running nor done.
+    Idle,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl From<StoreNodeStatus> for NodeStatus {
+    fn from(s: StoreNodeStatus) -> Self {
+        match s {
+            StoreNodeStatus::Idle => NodeStatus::Idle,
+            StoreNodeStatus::Running => NodeStatus::Running,
+            StoreNodeStatus::Completed => NodeStatus::Completed,
+            StoreNodeStatus::Failed => NodeStatus::Failed,
+        }
+    }
+}
+
+pub struct NodeState(time_travel::NodeState);
+
+#[Object]
+impl NodeState {
+    async fn node_id(&self) -> &str {
+        &self.0.node_id
+    }
+    async fn node_name(&self) -> Option<&str> {
+        self.0.node_name.as_deref()
+    }
+    /// From the node's latest START/COMPLETE/ERROR event, else from its traces.
+    async fn status(&self) -> NodeStatus {
+        self.0.status.into()
+    }
+    /// Traces it received up to the moment.
+    async fn input_count(&self) -> i64 {
+        self.0.input_count
+    }
+    /// Traces it emitted up to the moment.
+    async fn output_count(&self) -> i64 {
+        self.0.output_count
+    }
+    async fn last_input(&self) -> Option<Trace> {
+        self.0.last_input.clone().map(Trace)
+    }
+    async fn last_output(&self) -> Option<Trace> {
+        self.0.last_output.clone().map(Trace)
+    }
+    /// The error of the latest failed trace it emitted.
+    async fn last_error(&self) -> Option<TraceError> {
+        self.0.last_error.as_ref().map(|t| {
+            TraceError::of(t).unwrap_or(TraceError { message: "trace failed".into(), code: None, stack: None })
+        })
+    }
+}
+
+/// A workflow as it was at `at`.
+pub struct WorkflowState(time_travel::WorkflowState);
+
+#[Object]
+impl WorkflowState {
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+    /// The session running at `at`, else the latest one started before it.
+    async fn session(&self) -> Session {
+        Session(self.0.session.clone())
+    }
+    /// RUNNING while the session had not ended by `at`.
+    async fn session_status(&self) -> SessionStatus {
+        self.0.session_status
+    }
+    /// Every node seen in the session up to `at`, by node id.
+    async fn nodes(&self) -> Vec<NodeState> {
+        self.0.nodes.iter().cloned().map(NodeState).collect()
+    }
+}
+
+/// One bucket of a session's execution timeline.
+#[derive(SimpleObject)]
+pub struct TimelineBucket {
+    pub bucket: DateTime<Utc>,
+    pub trace_count: i64,
+    pub error_count: i64,
+    /// Milliseconds; null for empty buckets.
+    pub avg_duration: Option<f64>,
+    pub max_duration: Option<f64>,
+    /// Bytes.
+    pub data_size: i64,
+    /// Distinct nodes that sent or received in the bucket.
+    pub active_nodes: i64,
+}
+
+#[derive(Default)]
+pub struct TimeTravelQuery;
+
+#[Object]
+impl TimeTravelQuery {
+    /// The workflow as it was at `at`: the session then running (else the latest started before), its status then,
+    /// and each node's state from rows up to `at` only. Null when the workflow had no session by `at`.
+    async fn workflow_state_at(
+        &self,
+        ctx: &Context<'_>,
+        workflow_id: String,
+        at: DateTime<Utc>,
+    ) -> async_graphql::Result<Option<WorkflowState>> {
+        Ok(store(ctx).workflow_state_at(&workflow_id, at).await.gql()?.map(WorkflowState))
+    }
+
+    /// Every trace of a session in `[start, end]`, ordered by (timestamp, seq).
+    #[graphql(complexity = "super::pagination::cost(first, None, child_complexity)")]
+    async fn replay_traces(
+        &self,
+        ctx: &Context<'_>,
+        session_id: Uuid,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<TraceConnection> {
+        if start > end {
+            return Err(bad_input(format!("start ({start}) is after end ({end})")));
+        }
+        let filter =
+            TraceFilter { session_id: Some(session_id), from: Some(start), to: Some(end), ..Default::default() };
+        traces_page(ctx, filter, PageArgs { first, after, last: None, before: None }).await
+    }
+
+    /// Gap-filled buckets of `bucketSeconds` from the session's start to its end (or now), unless `from`/`to`
+    /// narrow it; empty buckets are present with zeros. At most 10 000 buckets.
+    async fn execution_timeline(
+        &self,
+        ctx: &Context<'_>,
+        session_id: Uuid,
+        bucket_seconds: i32,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<Vec<TimelineBucket>> {
+        let buckets = store(ctx).execution_timeline(session_id, bucket_seconds.into(), from, to).await.gql()?;
+        Ok(buckets
+            .into_iter()
+            .map(|b| TimelineBucket {
+                bucket: b.bucket,
+                trace_count: b.trace_count,
+                error_count: b.error_count,
+                avg_duration: b.avg_duration,
+                max_duration: b.max_duration,
+                data_size: b.data_size,
+                active_nodes: b.active_nodes,
+            })
+            .collect())
+    }
+}
