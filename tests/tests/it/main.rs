@@ -1,5 +1,6 @@
 //! flowtrace integration tests: one binary, real PostgreSQL, real HTTP.
 
+mod analytics;
 mod bad_input;
 mod embedded;
 mod fixtures;
