@@ -53,7 +53,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             result
         }
-        Command::Seed(_) => anyhow::bail!("seed is not available yet"),
+        Command::Seed(args) => {
+            let db = Database::open(&cli.database).await?;
+            let result = async {
+                db.store.wait_until_reachable(std::time::Duration::from_secs(30)).await?;
+                db.store.migrate_up().await?;
+                crate::seed::seed(&db.store, args.sessions, args.traces_per_session).await?;
+                println!("seeded {} sessions of {} traces", args.sessions, args.traces_per_session);
+                anyhow::Ok(())
+            }
+            .await;
+            db.close().await;
+            result
+        }
     }
 }
 

@@ -12,4 +12,5 @@ pub mod graphql;
 pub mod limits;
 pub mod live;
 pub mod metrics;
+pub mod seed;
 pub mod store;

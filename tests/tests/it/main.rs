@@ -13,5 +13,6 @@ mod queries;
 mod reliability;
 mod schema;
 mod security;
+mod seed;
 mod time_travel;
 mod ws_client;
