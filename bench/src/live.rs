@@ -1,0 +1,170 @@
+//! Live delivery: commit → client latency and loss with many WebSocket subscribers while traces are ingested at a
+//! fixed rate. Subscribers watch sessions in groups of ten (as trace viewers do); the writer spreads its batches
+//! over those sessions.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use uuid::Uuid;
+
+use crate::Sizes;
+use crate::report::{Report, percentiles};
+use crate::server::Server;
+
+const SUBSCRIBERS_PER_SESSION: usize = 10;
+const TICK: Duration = Duration::from_millis(10);
+const RECORD: &str = "mutation($s: UUID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted } }";
+
+pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let session_count = sizes.subscribers.div_ceil(SUBSCRIBERS_PER_SESSION).max(1);
+    let mut sessions = Vec::new();
+    for _ in 0..session_count {
+        let data = server
+            .gql(
+                "mutation($i: StartSessionInput!) { startSession(input: $i) { id } }",
+                json!({ "i": { "workflowId": "bench-live", "workflowName": "live" } }),
+            )
+            .await?;
+        sessions.push(data["startSession"]["id"].as_str().unwrap_or_default().to_owned());
+    }
+    server.reset_peak_rss();
+
+    // Every subscriber connects and subscribes before ingest starts.
+    let ws_url = format!("{}/graphql", server.base.replacen("http", "ws", 1));
+    let mut subscribers = Vec::new();
+    for k in 0..sizes.subscribers {
+        let mut request = ws_url.as_str().into_client_request()?;
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+        ws.send(Message::Text(json!({ "type": "connection_init", "payload": {} }).to_string().into())).await?;
+        while let Some(msg) = ws.next().await {
+            if let Message::Text(text) = msg?
+                && text.contains("connection_ack")
+            {
+                break;
+            }
+        }
+        let subscribe = json!({ "type": "subscribe", "id": "1", "payload": {
+            "query": "subscription($s: UUID) { traces(sessionId: $s) { node { id data { preview } } } }",
+            "variables": { "s": sessions[k % session_count] } } });
+        ws.send(Message::Text(subscribe.to_string().into())).await?;
+        subscribers.push((k % session_count, ws));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The writer: `rate` traces per second in batches every 10 ms, round-robin over the sessions. Each batch's
+    // preview names the batch, whose commit acknowledgement time is recorded.
+    let per_tick = (sizes.live_rate as f64 * TICK.as_secs_f64()).ceil().max(1.0) as usize;
+    let ticks = (sizes.live_seconds as f64 / TICK.as_secs_f64()) as usize;
+    let acked: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; ticks]));
+    let mut expected = vec![0usize; session_count];
+    for b in 0..ticks {
+        expected[b % session_count] += per_tick;
+    }
+    let started = Instant::now();
+    let writer = {
+        let (http, url, acked, sessions) =
+            (server.http.clone(), format!("{}/graphql", server.base), acked.clone(), sessions.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            let mut inflight = Vec::new();
+            for b in 0..ticks {
+                tick.tick().await;
+                let traces: Vec<Value> = (0..per_tick)
+                    .map(|i| {
+                        json!({ "id": Uuid::new_v4(), "timestamp": chrono::Utc::now().to_rfc3339(), "status": "SUCCESS",
+                        "source": { "nodeId": "a" }, "target": { "nodeId": format!("n{}", i % 5) },
+                        "data": { "preview": b.to_string() } })
+                    })
+                    .collect();
+                let (http, url, acked, s) =
+                    (http.clone(), url.clone(), acked.clone(), sessions[b % sessions.len()].clone());
+                // Batches go out on schedule even when one is slow to commit.
+                inflight.push(tokio::spawn(async move {
+                    let res = http
+                        .post(&url)
+                        .json(&json!({ "query": RECORD, "variables": { "s": s, "t": traces } }))
+                        .send()
+                        .await;
+                    if res.is_ok()
+                        && let Ok(mut acked) = acked.lock()
+                    {
+                        acked[b] = Some(Instant::now());
+                    }
+                }));
+            }
+            for f in inflight {
+                let _ = f.await;
+            }
+        })
+    };
+
+    let readers: Vec<_> = subscribers
+        .into_iter()
+        .map(|(session, mut ws)| {
+            let want = expected[session];
+            tokio::spawn(async move {
+                let mut seen = HashSet::with_capacity(want);
+                let mut arrivals = Vec::with_capacity(want);
+                while seen.len() < want {
+                    let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await else {
+                        break;
+                    };
+                    let Message::Text(text) = msg else { continue };
+                    let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+                    let node = &v["payload"]["data"]["traces"]["node"];
+                    if let (Some(id), Some(batch)) = (node["id"].as_str(), node["data"]["preview"].as_str())
+                        && seen.insert(id.to_owned())
+                    {
+                        arrivals.push((batch.parse::<usize>().unwrap_or(0), Instant::now()));
+                    }
+                }
+                (want, seen.len(), arrivals)
+            })
+        })
+        .collect();
+    writer.await?;
+    let ingest_secs = started.elapsed().as_secs_f64();
+    let (mut latencies, mut expected_total, mut received) = (Vec::new(), 0usize, 0usize);
+    let mut results = Vec::new();
+    for r in readers {
+        results.push(r.await?);
+    }
+    let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
+    for (want, got, arrivals) in results {
+        expected_total += want;
+        received += got;
+        for (batch, at) in arrivals {
+            if let Some(Some(ack)) = acked.get(batch) {
+                latencies.push(at.saturating_duration_since(*ack).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    let (p50, p99) = percentiles(latencies);
+    let lost = expected_total - received;
+    let achieved = (ticks * per_tick) as f64 / ingest_secs;
+    report.add(
+        "live",
+        &format!("{} subscribers, {:.0} traces/s ingested for {} s", sizes.subscribers, achieved, sizes.live_seconds),
+        format!("{received} deliveries"),
+        "",
+        None,
+    );
+    report.add(
+        "live",
+        "commit acknowledged → client, p50 / p99",
+        format!("{p50:.1} / {p99:.1} ms"),
+        "p99 < 50 ms",
+        Some(p99 < 50.0),
+    );
+    report.add("live", "traces lost", format!("{lost} of {expected_total}"), "0", Some(lost == 0));
+    if let Some(rss) = server.peak_rss_mib() {
+        report.add("memory", "server peak RSS during live delivery", format!("{rss:.0} MiB"), "", None);
+    }
+    Ok(())
+}

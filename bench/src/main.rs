@@ -1,0 +1,96 @@
+//! The flowtrace benchmark: one run measures ingest, reads, live delivery, storage and memory against the physical
+//! limits of the same machine (COPY, per-row INSERT, the same SQL without the API, a plain table), prints a table
+//! and writes JSON. The server runs as its own process (the release `flowtrace` binary next to this one), so its
+//! memory is measured alone.
+
+mod ingest;
+mod live;
+mod reads;
+mod report;
+mod server;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "flowtrace benchmark")]
+pub struct Args {
+    /// Small sizes that finish in under a minute (for CI: catches breakage, not performance).
+    #[arg(long)]
+    pub quick: bool,
+    /// Traces sent through recordTraces.
+    #[arg(long)]
+    pub traces: Option<usize>,
+    /// Traces in the read dataset.
+    #[arg(long)]
+    pub dataset_traces: Option<usize>,
+    /// WebSocket subscribers in the live phase.
+    #[arg(long)]
+    pub subscribers: Option<usize>,
+    /// Traces per second ingested during the live phase.
+    #[arg(long)]
+    pub live_rate: Option<usize>,
+    /// Seconds the live phase ingests.
+    #[arg(long)]
+    pub live_seconds: Option<u64>,
+    /// Use this PostgreSQL (a database `flowtrace_bench` is created on it) instead of an embedded cluster.
+    #[arg(long, env = "BENCH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "bench-results.json")]
+    pub json: PathBuf,
+}
+
+/// Sizes after applying --quick and explicit overrides.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Sizes {
+    pub traces: usize,
+    pub per_row: usize,
+    pub dataset: usize,
+    pub query_runs: usize,
+    pub subscribers: usize,
+    pub live_rate: usize,
+    pub live_seconds: u64,
+}
+
+impl Args {
+    fn sizes(&self) -> Sizes {
+        let (traces, per_row, dataset, runs, subs, rate, secs) = if self.quick {
+            (20_000, 2_000, 100_000, 30, 20, 2_000, 2)
+        } else {
+            (1_000_000, 20_000, 10_000_000, 200, 1_000, 10_000, 10)
+        };
+        Sizes {
+            traces: self.traces.unwrap_or(traces),
+            per_row,
+            dataset: self.dataset_traces.unwrap_or(dataset),
+            query_runs: runs,
+            subscribers: self.subscribers.unwrap_or(subs),
+            live_rate: self.live_rate.unwrap_or(rate),
+            live_seconds: self.live_seconds.unwrap_or(secs),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sizes = args.sizes();
+    let mut report = report::Report::new(sizes);
+    let server = server::Server::start(&args).await?;
+    report.machine(&server).await?;
+
+    let outcome = async {
+        ingest::run(&server, &sizes, &mut report).await?;
+        reads::run(&server, &sizes, &mut report).await?;
+        live::run(&server, &sizes, &mut report).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    server.stop().await;
+    outcome?;
+    report.print();
+    report.write(&args.json)?;
+    Ok(())
+}

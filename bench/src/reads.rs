@@ -1,0 +1,258 @@
+//! Reads on a large generated dataset: API latency vs the same store calls made directly, a time-range query on
+//! the hypertable vs a plain table, and storage per trace before and after compression.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+use flowtrace::store::cursor::Page;
+use flowtrace::store::sessions::SessionFilter;
+use flowtrace::store::traces::TraceFilter;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::Sizes;
+use crate::report::{Report, percentiles};
+use crate::server::Server;
+
+const SESSIONS: usize = 100;
+const STEP_MS: i64 = 50;
+
+struct Dataset {
+    sessions: Vec<(Uuid, String, DateTime<Utc>)>,
+    per_session: usize,
+}
+
+async fn generate(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow::Result<Dataset> {
+    let per_session = (sizes.dataset / SESSIONS).max(1);
+    let span = Duration::days(10);
+    let first = Utc::now() - span;
+    let mut sessions = Vec::new();
+    let started = Instant::now();
+    for k in 0..SESSIONS {
+        let id = Uuid::new_v4();
+        let workflow = format!("bench-read-{}", k % 10);
+        let start = first + span / SESSIONS as i32 * k as i32;
+        let end = start + Duration::milliseconds(STEP_MS * per_session as i64);
+        sqlx::query(
+            "INSERT INTO flow_trace_sessions (id, start_time, end_time, status, workflow_id, workflow_name, total_traces)
+             VALUES ($1, $2, $3, 'COMPLETED', $4, 'read benchmark', $5)",
+        )
+        .bind(id)
+        .bind(start)
+        .bind(end)
+        .bind(&workflow)
+        .bind(per_session as i64)
+        .execute(server.store.pool())
+        .await?;
+        sqlx::query(
+            "INSERT INTO flow_traces (id, timestamp, seq, session_id, workflow_id, duration, status, source_node_id,
+                source_port_id, target_node_id, target_port_id, data_payload, data_size, data_type)
+             SELECT gen_random_uuid(), $1 + g * INTERVAL '50 milliseconds', nextval('flow_trace_seq'), $2, $3,
+                (g % 500) * 0.7, CASE WHEN g % 97 = 0 THEN 'ERROR' ELSE 'SUCCESS' END,
+                'node-' || (g % 10), 'out', 'node-' || ((g + 1) % 10), 'in',
+                jsonb_build_object('n', g, 'label', 'benchmark row'), 40, 'json'
+             FROM generate_series(1, $4) g",
+        )
+        .bind(start)
+        .bind(id)
+        .bind(&workflow)
+        .bind(per_session as i64)
+        .execute(server.store.pool())
+        .await?;
+        sessions.push((id, workflow, start));
+    }
+    sqlx::query("ANALYZE").execute(server.store.pool()).await?;
+    let rows = per_session * SESSIONS;
+    let secs = started.elapsed().as_secs_f64();
+    report.add("reads", "dataset generated (server-side INSERT)", format!("{rows} traces in {secs:.0} s"), "", None);
+    Ok(Dataset { sessions, per_session })
+}
+
+/// Runs `api` and `direct` alternately `runs` times; returns (api p50, api p99, direct p50, direct p99) in ms.
+async fn compare<A, D, FA, FD>(runs: usize, mut api: A, mut direct: D) -> anyhow::Result<(f64, f64, f64, f64)>
+where
+    A: FnMut(usize) -> FA,
+    D: FnMut(usize) -> FD,
+    FA: Future<Output = anyhow::Result<()>>,
+    FD: Future<Output = anyhow::Result<()>>,
+{
+    let (mut a, mut d) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for i in 0..runs + 5 {
+        let t = Instant::now();
+        direct(i).await?;
+        let direct_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let t = Instant::now();
+        api(i).await?;
+        let api_ms = t.elapsed().as_secs_f64() * 1000.0;
+        if i >= 5 {
+            // The first few warm caches and connections.
+            a.push(api_ms);
+            d.push(direct_ms);
+        }
+    }
+    let (a50, a99) = percentiles(a);
+    let (d50, d99) = percentiles(d);
+    Ok((a50, a99, d50, d99))
+}
+
+fn add_comparison(report: &mut Report, name: &str, (a50, a99, d50, d99): (f64, f64, f64, f64)) {
+    let ratio = a50 / d50;
+    report.add(
+        "reads",
+        &format!("{name}: API p50/p99 vs direct p50/p99"),
+        format!("{a50:.1}/{a99:.1} vs {d50:.1}/{d99:.1} ms"),
+        "",
+        None,
+    );
+    report.add("reads", &format!("{name}: API / direct (p50)"), format!("{ratio:.2}x"), "<= 1.5x", Some(ratio <= 1.5));
+}
+
+pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let data = generate(server, sizes, report).await?;
+    server.reset_peak_rss();
+    let store = &server.store;
+    let pick = |i: usize| &data.sessions[(i * 37) % data.sessions.len()];
+    let window = |i: usize| {
+        let (_, _, start) = pick(i);
+        let from = *start + Duration::milliseconds(STEP_MS * ((i * 7919) % data.per_session.max(1)) as i64);
+        (from, from + Duration::minutes(5))
+    };
+
+    let q = "query($s: UUID!, $from: DateTime!, $to: DateTime!) { traces(sessionId: $s, from: $from, to: $to, first: 100) {
+        edges { cursor node { id timestamp seq duration status source { nodeId portId } target { nodeId portId } data { payload size type } } } } }";
+    let result = compare(
+        sizes.query_runs,
+        |i| async move {
+            let (from, to) = window(i);
+            server.gql(q, json!({ "s": pick(i).0, "from": from, "to": to })).await.map(|_| ())
+        },
+        |i| async move {
+            let (from, to) = window(i);
+            let filter =
+                TraceFilter { session_id: Some(pick(i).0), from: Some(from), to: Some(to), ..Default::default() };
+            let page = Page { after: None, before: None, limit: 100, from_end: false };
+            store.traces(&filter, &page).await.map(|_| ()).map_err(Into::into)
+        },
+    )
+    .await?;
+    add_comparison(report, "traces(sessionId, from, to, first: 100)", result);
+
+    let q = "query($w: String!) { sessions(filter: { workflowId: $w }, first: 50) { edges { node { id startTime status summary { totalTraces } } } } }";
+    let result = compare(
+        sizes.query_runs,
+        |i| async move { server.gql(q, json!({ "w": pick(i).1 })).await.map(|_| ()) },
+        |i| async move {
+            let filter = SessionFilter { workflow_id: Some(pick(i).1.clone()), ..Default::default() };
+            let page = Page { after: None, before: None, limit: 50, from_end: false };
+            store.sessions(&filter, &page).await.map(|_| ()).map_err(Into::into)
+        },
+    )
+    .await?;
+    add_comparison(report, "sessions(filter: {workflowId}, first: 50)", result);
+
+    let q = "query($w: String!, $at: DateTime!) { workflowStateAt(workflowId: $w, at: $at) { sessionStatus
+        nodes { nodeId status inputCount outputCount lastInput { id } lastOutput { id } lastError { message } } } }";
+    let runs = (sizes.query_runs / 4).max(10);
+    let result = compare(
+        runs,
+        |i| async move { server.gql(q, json!({ "w": pick(i).1, "at": window(i).1 })).await.map(|_| ()) },
+        |i| async move { store.workflow_state_at(&pick(i).1, window(i).1).await.map(|_| ()).map_err(Into::into) },
+    )
+    .await?;
+    add_comparison(report, &format!("workflowStateAt (sessions of {} traces)", data.per_session), result);
+
+    let q = "query($s: UUID!) { executionTimeline(sessionId: $s, bucketSeconds: 60) { bucket traceCount errorCount avgDuration maxDuration dataSize activeNodes } }";
+    let result = compare(
+        runs,
+        |i| async move { server.gql(q, json!({ "s": pick(i).0 })).await.map(|_| ()) },
+        |i| async move { store.execution_timeline(pick(i).0, 60, None, None).await.map(|_| ()).map_err(Into::into) },
+    )
+    .await?;
+    add_comparison(report, "executionTimeline(bucketSeconds: 60)", result);
+    if let Some(rss) = server.peak_rss_mib() {
+        report.add("memory", "server peak RSS during reads", format!("{rss:.0} MiB"), "", None);
+    }
+
+    if server.timescaledb {
+        hypertable_vs_plain(server, &data, sizes, report).await?;
+        compression(server, report).await?;
+    } else {
+        report.add("reads", "hypertable vs plain table", "n/a (plain mode)".into(), ">= 10x", None);
+        report.add("storage", "compression", "n/a (plain mode)".into(), ">= 90% smaller", None);
+    }
+    Ok(())
+}
+
+async fn hypertable_vs_plain(
+    server: &Server,
+    data: &Dataset,
+    sizes: &Sizes,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let pool = server.store.pool();
+    sqlx::query("CREATE TABLE bench_plain_traces (LIKE flow_traces INCLUDING DEFAULTS)").execute(pool).await?;
+    sqlx::query("INSERT INTO bench_plain_traces SELECT * FROM flow_traces").execute(pool).await?;
+    // The same index the hypertable has on its time column, so the comparison is fair to the plain table.
+    sqlx::query("CREATE INDEX ON bench_plain_traces (timestamp DESC)").execute(pool).await?;
+    sqlx::query("ANALYZE bench_plain_traces").execute(pool).await?;
+    let range = |i: usize| {
+        let (_, _, start) = data.sessions[(i * 37) % data.sessions.len()];
+        (start, start + Duration::hours(1))
+    };
+    let query = |table: &'static str| {
+        format!("SELECT count(*), avg(duration), sum(data_size) FROM {table} WHERE timestamp >= $1 AND timestamp < $2")
+    };
+    let (mut hyper, mut plain) = (Vec::new(), Vec::new());
+    for i in 0..sizes.query_runs + 5 {
+        let (from, to) = range(i);
+        for (table, out) in [("flow_traces", &mut hyper), ("bench_plain_traces", &mut plain)] {
+            let t = Instant::now();
+            sqlx::query(sqlx::AssertSqlSafe(query(table))).bind(from).bind(to).fetch_one(pool).await?;
+            if i >= 5 {
+                out.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    let (h50, _) = percentiles(hyper);
+    let (p50, _) = percentiles(plain);
+    let speedup = p50 / h50;
+    report.add(
+        "reads",
+        "1-hour range aggregate: hypertable vs plain (p50)",
+        format!("{h50:.1} vs {p50:.1} ms"),
+        "",
+        None,
+    );
+    report.add(
+        "reads",
+        "hypertable speed-up over plain table",
+        format!("{speedup:.2}x"),
+        ">= 10x",
+        Some(speedup >= 10.0),
+    );
+    sqlx::query("DROP TABLE bench_plain_traces").execute(pool).await?;
+    Ok(())
+}
+
+async fn compression(server: &Server, report: &mut Report) -> anyhow::Result<()> {
+    let pool = server.store.pool();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_traces").fetch_one(pool).await?;
+    let before: i64 = sqlx::query_scalar("SELECT hypertable_size('flow_traces')").fetch_one(pool).await?;
+    let started = Instant::now();
+    sqlx::query("SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('flow_traces') c")
+        .execute(pool)
+        .await?;
+    let took = started.elapsed().as_secs_f64();
+    let after: i64 = sqlx::query_scalar("SELECT hypertable_size('flow_traces')").fetch_one(pool).await?;
+    let (b, a) = (before as f64 / rows as f64, after as f64 / rows as f64);
+    let smaller = 100.0 * (1.0 - a / b);
+    report.add("storage", "bytes per trace before / after compression", format!("{b:.0} / {a:.0} B"), "", None);
+    report.add(
+        "storage",
+        &format!("compression (took {took:.0} s)"),
+        format!("{smaller:.1}% smaller"),
+        ">= 90% smaller",
+        Some(smaller >= 90.0),
+    );
+    Ok(())
+}

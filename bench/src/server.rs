@@ -1,0 +1,145 @@
+//! The system under test: PostgreSQL (embedded or given) and the `flowtrace` server as a child process.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use flowtrace::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
+use flowtrace::store::Store;
+use serde_json::{Value, json};
+
+use crate::Args;
+
+pub struct Server {
+    pub base: String,
+    pub url: String,
+    pub store: Store,
+    pub http: reqwest::Client,
+    pub timescaledb: bool,
+    child: tokio::process::Child,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+const DATABASE: &str = "flowtrace_bench";
+
+impl Server {
+    pub async fn start(args: &Args) -> anyhow::Result<Server> {
+        let (url, embedded) = match &args.database_url {
+            Some(url) => {
+                let admin = Store::connect_lazy(url, 1)?;
+                admin.wait_until_reachable(Duration::from_secs(30)).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")))
+                    .execute(admin.pool())
+                    .await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {DATABASE}"))).execute(admin.pool()).await?;
+                let (base, _) = url.rsplit_once('/').context("--database-url must end in /<database>")?;
+                (format!("{base}/{DATABASE}"), None)
+            }
+            None => {
+                let dir = std::env::temp_dir().join(format!("flowtrace-bench-{}", std::process::id()));
+                let pg = EmbeddedPostgres::start(&dir, EmbeddedOptions::default()).await?;
+                pg.stop_when_process_exits(std::process::id(), true)?;
+                flowtrace::app::create_database(&pg, DATABASE).await?;
+                (pg.url(DATABASE), Some(pg))
+            }
+        };
+        let store = Store::connect_lazy(&url, 8)?;
+        store.wait_until_reachable(Duration::from_secs(30)).await?;
+        store.migrate_up().await?;
+        let timescaledb = store.mode().await?.is_timescaledb();
+
+        let binary = flowtrace_binary()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = std::fs::File::create(std::env::temp_dir().join("flowtrace-bench-server.log"))?;
+        let child = tokio::process::Command::new(&binary)
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--no-migrate"])
+            .env("DATABASE_URL", &url)
+            .env("FLOWTRACE_DB_MAX_CONNECTIONS", "32")
+            .env("FLOWTRACE_MAX_WS_CONNECTIONS", "100000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let server = Server {
+            base: format!("http://127.0.0.1:{port}"),
+            url,
+            store,
+            http: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
+            timescaledb,
+            child,
+            embedded,
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(res) = server.http.get(format!("{}/readyz", server.base)).send().await
+                && res.status().is_success()
+            {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!(
+                    "the flowtrace server did not become ready; see {}",
+                    std::env::temp_dir().join("flowtrace-bench-server.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(server)
+    }
+
+    pub async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let body: Value = self
+            .http
+            .post(format!("{}/graphql", self.base))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(errors) = body.get("errors") {
+            bail!("GraphQL errors: {errors}");
+        }
+        Ok(body["data"].clone())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Resets the server's peak RSS so the next reading covers one phase only (Linux `clear_refs` 5).
+    pub fn reset_peak_rss(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        }
+    }
+
+    /// The server's peak RSS in MiB since the last reset.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let kib: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+        self.store.pool().close().await;
+        if let Some(pg) = self.embedded.take() {
+            let _ = pg.stop().await;
+        }
+    }
+}
+
+fn flowtrace_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let binary = exe.parent().context("bench binary has no folder")?.join("flowtrace");
+    if !binary.exists() {
+        bail!("{} is missing: build it first with `cargo build --release -p flowtrace -p bench`", binary.display());
+    }
+    Ok(binary)
+}
