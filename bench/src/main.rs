@@ -59,7 +59,7 @@ impl Args {
         let (traces, per_row, dataset, runs, subs, rate, secs) = if self.quick {
             (20_000, 2_000, 100_000, 30, 20, 2_000, 2)
         } else {
-            (1_000_000, 20_000, 10_000_000, 200, 1_000, 10_000, 10)
+            (1_000_000, 20_000, 10_000_000, 100, 1_000, 10_000, 10)
         };
         Sizes {
             traces: self.traces.unwrap_or(traces),

@@ -52,6 +52,8 @@ impl Report {
             Some(false) => "MISSED",
             None => "",
         };
+        // Printed as it comes, so a long run shows progress and keeps what it measured if a later phase fails.
+        eprintln!("[{phase}] {measure}: {value} {target} {verdict}");
         self.rows.push(Row {
             phase: phase.into(),
             measure: measure.into(),
