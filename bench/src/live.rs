@@ -100,24 +100,36 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         })
     };
 
-    let writer_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Set once the writer is done: how many traces each session's subscribers must get.
+    let expected_by_session: Arc<std::sync::OnceLock<Vec<usize>>> = Arc::new(std::sync::OnceLock::new());
     let readers: Vec<_> = subscribers
         .into_iter()
         .map(|(session, mut ws)| {
-            let done = writer_done.clone();
+            let expected = expected_by_session.clone();
             tokio::spawn(async move {
                 let mut seen = HashSet::new();
                 let mut arrivals = Vec::new();
-                // Reads until nothing has come for 5 s after the writer finished.
+                let mut last_message = Instant::now();
+                let mut errors = 0usize;
+                // Reads until it has every acknowledged trace of its session, or nothing came for 30 s.
                 loop {
-                    let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await else {
-                        if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    if expected.get().is_some_and(|e| seen.len() >= e[session]) {
+                        break;
+                    }
+                    let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(1), ws.next()).await else {
+                        if expected.get().is_some() && last_message.elapsed() > Duration::from_secs(30) {
                             break;
                         }
                         continue;
                     };
                     let Message::Text(text) = msg else { continue };
                     let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+                    last_message = Instant::now();
+                    if v["type"] == "error" || v["payload"]["errors"].is_array() {
+                        errors += 1;
+                        eprintln!("subscription error: {v}");
+                        break;
+                    }
                     let node = &v["payload"]["data"]["traces"]["node"];
                     if let (Some(id), Some(batch)) = (node["id"].as_str(), node["data"]["preview"].as_str())
                         && seen.insert(id.to_owned())
@@ -125,19 +137,13 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
                         arrivals.push((batch.parse::<usize>().unwrap_or(0), Instant::now()));
                     }
                 }
-                (session, seen.len(), arrivals)
+                (session, seen.len(), arrivals, errors)
             })
         })
         .collect();
     writer.await?;
     let ingest_secs = started.elapsed().as_secs_f64();
-    writer_done.store(true, std::sync::atomic::Ordering::SeqCst);
-    writer_done.store(true, std::sync::atomic::Ordering::SeqCst);
     let (mut latencies, mut expected_total, mut received) = (Vec::new(), 0usize, 0usize);
-    let mut results = Vec::new();
-    for r in readers {
-        results.push(r.await?);
-    }
     let acked = acked.lock().map(|a| a.clone()).unwrap_or_default();
     let mut expected = vec![0usize; session_count];
     for (b, ack) in acked.iter().enumerate() {
@@ -145,8 +151,16 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
             expected[b % session_count] += per_tick;
         }
     }
+    let _ = expected_by_session.set(expected.clone());
+    let mut results = Vec::new();
+    for r in readers {
+        results.push(r.await?);
+    }
+    let drained = started.elapsed().as_secs_f64();
     let rejected = acked.iter().filter(|a| a.is_none()).count();
-    for (session, got, arrivals) in results {
+    let mut refused = 0;
+    for (session, got, arrivals, errors) in results {
+        refused += errors;
         expected_total += expected[session];
         received += got;
         for (batch, at) in arrivals {
@@ -179,7 +193,15 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         "p99 < 50 ms",
         Some(p99 < 50.0),
     );
-    report.add("live", "traces lost", format!("{lost} of {expected_total}"), "0", Some(lost == 0));
+    report.add("live", "all deliveries done after (s)", format!("{drained:.1}"), "", None);
+    report.add("live", "subscriptions that ended with an error", format!("{refused}"), "0", Some(refused == 0));
+    report.add(
+        "live",
+        "traces never delivered (30 s idle cut-off)",
+        format!("{lost} of {expected_total}"),
+        "0",
+        Some(lost == 0),
+    );
     if let Some(rss) = server.peak_rss_mib() {
         report.add("memory", "server peak RSS during live delivery", format!("{rss:.0} MiB"), "", None);
     }

@@ -37,6 +37,9 @@ pub struct Args {
     /// Use this PostgreSQL (a database `flowtrace_bench` is created on it) instead of an embedded cluster.
     #[arg(long, env = "BENCH_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Phases to run, comma-separated: ingest, reads, live.
+    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live")]
+    pub phases: Vec<String>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
     pub json: PathBuf,
@@ -82,9 +85,16 @@ async fn main() -> anyhow::Result<()> {
     report.machine(&server).await?;
 
     let outcome = async {
-        ingest::run(&server, &sizes, &mut report).await?;
-        reads::run(&server, &sizes, &mut report).await?;
-        live::run(&server, &sizes, &mut report).await?;
+        let wanted = |phase: &str| args.phases.iter().any(|p| p == phase);
+        if wanted("ingest") {
+            ingest::run(&server, &sizes, &mut report).await?;
+        }
+        if wanted("reads") {
+            reads::run(&server, &sizes, &mut report).await?;
+        }
+        if wanted("live") {
+            live::run(&server, &sizes, &mut report).await?;
+        }
         anyhow::Ok(())
     }
     .await;
