@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::fixtures::{RECORD, START, trace};
 use crate::harness::{TestApp, TestClient, TestDb, throwaway_cluster};
+use crate::ws_client::{TRANSPORT_WS, WsClient};
 
 /// Sends one batch until it is stored, counting the attempts refused because the database was unavailable.
 async fn send_until_stored(app: &TestClient, session: Uuid, batch: &[Value]) -> usize {
@@ -40,6 +41,9 @@ async fn the_server_rides_out_a_database_outage_and_retried_batches_land_once() 
     .expect("id");
     let batches: Vec<Vec<Value>> =
         (0..40).map(|b| (0..100).map(|i| trace(b * 100 + i, "SUCCESS", "a", "b")).collect()).collect();
+    // A live subscriber connected through the whole outage.
+    let mut subscriber = WsClient::connect(&app.base, TRANSPORT_WS, json!({})).await;
+    subscriber.subscribe("subscription($s: UUID) { traces(sessionId: $s) { node { id } } }", json!({ "s": s })).await;
 
     let writer = {
         let app_base = app.base.clone();
@@ -75,6 +79,10 @@ async fn the_server_rides_out_a_database_outage_and_retried_batches_land_once() 
     assert_eq!(app.scalar_i64("SELECT count(*) FROM flow_traces").await, 4000, "every trace stored exactly once");
     assert_eq!(app.scalar_i64("SELECT count(DISTINCT id) FROM flow_traces").await, 4000);
     assert_eq!(app.scalar_i64("SELECT total_traces FROM flow_trace_sessions").await, 4000, "summary counted once");
+    let delivered = subscriber.take(4000).await;
+    let distinct: std::collections::HashSet<_> = delivered.iter().map(|d| d["traces"]["node"]["id"].clone()).collect();
+    assert_eq!(distinct.len(), 4000, "the subscriber caught up by cursor: everything once");
+    subscriber.assert_quiet(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
