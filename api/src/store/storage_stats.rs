@@ -79,8 +79,11 @@ impl Store {
             .await?;
         let aggregates = self
             .all(super::Sql::new(
-                "SELECT c.view_name::text AS name, s.last_successful_finish AS last_refresh,
-                    extract(epoch FROM now() - s.last_successful_finish)::float8 AS lag_seconds
+                // TimescaleDB records "never" as -infinity; that reads as null here.
+                "SELECT c.view_name::text AS name,
+                    CASE WHEN isfinite(s.last_successful_finish) THEN s.last_successful_finish END AS last_refresh,
+                    CASE WHEN isfinite(s.last_successful_finish)
+                        THEN extract(epoch FROM now() - s.last_successful_finish)::float8 END AS lag_seconds
                  FROM timescaledb_information.continuous_aggregates c
                  LEFT JOIN timescaledb_information.jobs j
                    ON j.proc_name = 'policy_refresh_continuous_aggregate' AND j.hypertable_name = c.view_name
@@ -92,7 +95,8 @@ impl Store {
             .all(super::Sql::new(
                 "SELECT j.job_id, j.proc_name::text AS kind, j.hypertable_name::text AS target,
                     j.schedule_interval::text AS schedule, s.last_run_status::text AS last_run_status,
-                    s.last_run_started_at, s.next_start, s.total_runs, s.total_failures
+                    CASE WHEN isfinite(s.last_run_started_at) THEN s.last_run_started_at END AS last_run_started_at,
+                    CASE WHEN isfinite(s.next_start) THEN s.next_start END AS next_start, s.total_runs, s.total_failures
                  FROM timescaledb_information.jobs j
                  LEFT JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id
                  ORDER BY j.job_id",
