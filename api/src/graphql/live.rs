@@ -59,11 +59,7 @@ impl Subscription {
             _ => return Err(bad_input("give exactly one of sessionId or workflowId")),
         };
         if let Follow::Session(id) = follow {
-            store
-                .session(id)
-                .await
-                .gql()?
-                .ok_or_else(|| crate::error::coded("NOT_FOUND", format!("session {id} does not exist")))?;
+            session_must_exist(&store, id).await?;
         }
         let mut cursor = match (&after, &follow) {
             (Some(c), _) => TraceKey::decode(c).gql()?.0.seq,
@@ -112,11 +108,7 @@ impl Subscription {
         event_types: Option<Vec<EventType>>,
     ) -> async_graphql::Result<impl Stream<Item = TraceEvent> + use<>> {
         let store = store(ctx).clone();
-        store
-            .session(session_id)
-            .await
-            .gql()?
-            .ok_or_else(|| crate::error::coded("NOT_FOUND", format!("session {session_id} does not exist")))?;
+        session_must_exist(&store, session_id).await?;
         let types = event_types.unwrap_or_default();
         let mut signals = live(ctx).subscribe();
         let guard = SubscriberGauge::new("events");
@@ -188,11 +180,7 @@ impl Subscription {
             return Err(bad_input(format!("speed must be a positive number, got {speed}")));
         }
         let store: Store = store(ctx).clone();
-        store
-            .session(session_id)
-            .await
-            .gql()?
-            .ok_or_else(|| crate::error::coded("NOT_FOUND", format!("session {session_id} does not exist")))?;
+        session_must_exist(&store, session_id).await?;
         let filter = TraceFilter { session_id: Some(session_id), from, to, ..Default::default() };
         filter.validate().gql()?;
         Ok(async_stream::stream! {
@@ -220,6 +208,16 @@ impl Subscription {
                 }
             }
         })
+    }
+}
+
+/// NOT_FOUND for an unknown session. While the database is unreachable the subscription starts anyway: its reads
+/// retry until the database is back, like those of subscriptions that were already open.
+async fn session_must_exist(store: &Store, id: Uuid) -> async_graphql::Result<()> {
+    match store.session(id).await {
+        Ok(Some(_)) | Err(StoreError::Unavailable(_)) => Ok(()),
+        Ok(None) => Err(crate::error::coded("NOT_FOUND", format!("session {id} does not exist"))),
+        Err(err) => Err(crate::error::store_error(err)),
     }
 }
 
