@@ -182,8 +182,8 @@ async fn storage_reports_tables_chunks_compression_and_jobs() {
             assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
         }
     } else {
-        eprintln!(
-            "SKIPPED TimescaleDB part of storage_reports_tables_chunks_compression_and_jobs: extension not installed"
+        crate::harness::skipped(
+            "TimescaleDB part of storage_reports_tables_chunks_compression_and_jobs: not installed",
         );
     }
     if let Some(db) = try_test_db(Kind::Plain).await {

@@ -129,7 +129,7 @@ pub struct TestDb {
 /// A fresh migrated database on the given cluster, or `None` (with a printed reason) when that cluster cannot exist.
 pub async fn try_test_db(kind: Kind) -> Option<TestDb> {
     let Some(cluster) = cluster(kind).await else {
-        eprintln!("SKIPPED: no plain-mode cluster when TEST_DATABASE_URL is given");
+        skipped("plain-mode part: no plain-mode cluster when TEST_DATABASE_URL is given");
         return None;
     };
     let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
@@ -169,10 +169,17 @@ pub async fn empty_db() -> TestDb {
     TestDb { store, timescaledb: cluster.timescaledb }
 }
 
+/// Says a test (or part of one) was skipped, on the real stderr: the test harness does not capture it, so the line
+/// shows in every run, passing or not.
+pub fn skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {what}");
+}
+
 /// Whether the default cluster runs TimescaleDB; prints the skip line when it does not.
 pub fn require_timescaledb(db: &TestDb, test: &str) -> bool {
     if !db.timescaledb {
-        eprintln!("SKIPPED {test}: TimescaleDB is not installed on this machine (plain mode only)");
+        skipped(&format!("{test}: TimescaleDB is not installed on this machine (plain mode only)"));
     }
     db.timescaledb
 }

@@ -54,7 +54,7 @@ async fn health_reports_what_the_catalog_holds() {
         );
         assert!(health["version"].as_str().is_some_and(|v| v.starts_with('2')));
     } else {
-        eprintln!("SKIPPED TimescaleDB part of health_reports_what_the_catalog_holds: extension not installed");
+        crate::harness::skipped("TimescaleDB part of health_reports_what_the_catalog_holds: extension not installed");
         assert_eq!(health["mode"], "PLAIN");
     }
     let data = app.ok("{ health { connected mode hypertables jobsFailing } }", json!({})).await;
