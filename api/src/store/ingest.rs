@@ -93,17 +93,7 @@ impl Checker<'_> {
     }
 
     pub fn name(&self, i: usize, field: &str, value: Option<&str>, required: bool) -> StoreResult<()> {
-        match value {
-            Some(v) if v.chars().count() > self.limits.max_name_chars => Err(StoreError::LimitExceeded(format!(
-                "{}[{i}].{field} is longer than {} characters (max_name_chars)",
-                self.list, self.limits.max_name_chars
-            ))),
-            Some(v) if required && v.trim().is_empty() => {
-                Err(StoreError::BadInput(format!("{}[{i}].{field} must not be empty", self.list)))
-            }
-            None if required => Err(StoreError::BadInput(format!("{}[{i}].{field} is required", self.list))),
-            _ => Ok(()),
-        }
+        check_name(self.limits, || format!("{}[{i}].{field}", self.list), value, required)
     }
 
     pub fn text(&self, i: usize, field: &str, value: Option<&str>) -> StoreResult<()> {
@@ -161,6 +151,28 @@ impl Checker<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The rule for identifiers and names: bounded length, and not blank when required. `label` names the field in the
+/// error and is only built when there is one.
+pub(crate) fn check_name(
+    limits: &Limits,
+    label: impl Fn() -> String,
+    value: Option<&str>,
+    required: bool,
+) -> StoreResult<()> {
+    match value {
+        Some(v) if v.chars().count() > limits.max_name_chars => Err(StoreError::LimitExceeded(format!(
+            "{} is longer than {} characters (max_name_chars)",
+            label(),
+            limits.max_name_chars
+        ))),
+        Some(v) if required && v.trim().is_empty() => {
+            Err(StoreError::BadInput(format!("{} must not be empty", label())))
+        }
+        None if required => Err(StoreError::BadInput(format!("{} is required", label()))),
+        _ => Ok(()),
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 use uuid::Uuid;
 
 use super::cursor::{Page, PageOf, SessionKey, finish, keyset};
-use super::ingest::{check_time, notify};
+use super::ingest::{check_name, check_time, notify};
 use super::{Sql, Store, StoreError, StoreResult, like_pattern};
 use crate::domain::SessionStatus;
 use crate::limits::Limits;
@@ -46,7 +46,7 @@ impl Store {
             ("workflowVersionId", new.workflow_version_id.as_deref(), false),
             ("userId", new.user_id.as_deref(), false),
         ] {
-            check_field(limits, field, value, required)?;
+            check_name(limits, || field.to_owned(), value, required)?;
         }
         if let Some(at) = new.start_time {
             check_time(at).map_err(|why| StoreError::BadInput(format!("startTime {why}")))?;
@@ -197,16 +197,5 @@ fn filter_sql(sql: &mut Sql, f: &SessionFilter) {
     if let Some(v) = &f.search {
         let p = sql.bind(like_pattern(v));
         sql.push(&format!(" AND (workflow_name ILIKE {p} OR workflow_id ILIKE {p})"));
-    }
-}
-
-fn check_field(limits: &Limits, field: &str, value: Option<&str>, required: bool) -> StoreResult<()> {
-    match value {
-        Some(v) if v.chars().count() > limits.max_name_chars => Err(StoreError::LimitExceeded(format!(
-            "{field} is longer than {} characters (max_name_chars)",
-            limits.max_name_chars
-        ))),
-        Some(v) if required && v.trim().is_empty() => Err(StoreError::BadInput(format!("{field} must not be empty"))),
-        _ => Ok(()),
     }
 }
