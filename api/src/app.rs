@@ -29,7 +29,7 @@ use crate::live::Live;
 use crate::live::ws::{self, WsSettings};
 use crate::store::Store;
 use crate::store::health::Health;
-use crate::store::retention::run_plain_retention;
+use crate::store::retention::run_retention;
 
 /// The database the process uses, and the embedded cluster behind it when there is one.
 pub struct Database {
@@ -162,9 +162,8 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
     for change in changed {
         tracing::info!("policy: {change}");
     }
-    if !mode.is_timescaledb() {
-        tokio::spawn(run_plain_retention(store.clone(), policies, Duration::from_secs(3600)));
-    }
+    let plain = !mode.is_timescaledb();
+    tokio::spawn(run_retention(store.clone(), policies, plain, Duration::from_secs(3600)));
 
     crate::metrics::install();
     let (stop, stopped) = watch::channel(false);

@@ -9,6 +9,7 @@ mod m20261124_000002_create_traces;
 mod m20261124_000003_create_events;
 mod m20261124_000004_continuous_aggregates;
 mod m20261124_000005_policies;
+mod m20261124_000006_node_state;
 pub mod mode;
 pub mod policies;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_create_events::Migration),
             Box::new(m20261124_000004_continuous_aggregates::Migration),
             Box::new(m20261124_000005_policies::Migration),
+            Box::new(m20261124_000006_node_state::Migration),
         ]
     }
 }

@@ -312,7 +312,7 @@ impl Store {
                     AS u(id, ts, duration, status, sn, snn, snt, sp, spn, spt, tn, tnn, tnt, tp, tpn, tpt,
                          payload, size, dtype, preview, emsg, ecode, estack, graph_id, graph_name, parent, depth)
                 ON CONFLICT DO NOTHING
-                RETURNING seq, status, data_size, duration
+                RETURNING seq, status, data_size, duration, timestamp, source_node_id, target_node_id
             ),
             agg AS (
                 SELECT count(*) AS n,
@@ -338,6 +338,18 @@ impl Store {
                 FROM agg
                 WHERE s.id = $1 AND agg.n > 0
                 RETURNING 1
+            ),
+            -- Per node and minute, what workflowStateAt counts (migration m20261124_000006).
+            minutes AS (
+                INSERT INTO flow_trace_node_minutes AS m (session_id, node_id, minute, inputs, outputs)
+                SELECT $1, node, minute, sum(inputs), sum(outputs) FROM (
+                    SELECT target_node_id AS node, date_bin('1 minute', timestamp, TIMESTAMPTZ 'epoch') AS minute,
+                        1 AS inputs, 0 AS outputs FROM ins
+                    UNION ALL
+                    SELECT source_node_id, date_bin('1 minute', timestamp, TIMESTAMPTZ 'epoch'), 0, 1 FROM ins
+                ) t GROUP BY node, minute
+                ON CONFLICT (session_id, node_id, minute) DO UPDATE
+                    SET inputs = m.inputs + excluded.inputs, outputs = m.outputs + excluded.outputs
             )
             SELECT n, max_seq FROM agg, (SELECT count(*) FROM upd) AS updated
             "#,

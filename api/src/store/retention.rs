@@ -1,4 +1,5 @@
-//! Plain mode's retention: without TimescaleDB's policies, the server deletes expired rows itself.
+//! Retention the server applies itself: every table in plain mode (no TimescaleDB policies there), and in both modes
+//! the per-minute node counts, which follow the traces' retention.
 
 use std::time::Duration;
 
@@ -7,13 +8,19 @@ use migration::Policies;
 use super::{Store, StoreResult};
 
 impl Store {
-    /// Deletes rows older than each table's retention; returns how many went.
-    pub async fn delete_expired(&self, policies: &Policies) -> StoreResult<u64> {
+    /// Deletes rows older than their table's retention (`plain`: the three main tables too); returns how many went.
+    pub async fn delete_expired(&self, policies: &Policies, plain: bool) -> StoreResult<u64> {
+        let mut jobs = vec![("flow_trace_node_minutes", "minute", "flow_traces")];
+        if plain {
+            jobs.extend([
+                ("flow_traces", "timestamp", "flow_traces"),
+                ("flow_trace_events", "timestamp", "flow_trace_events"),
+                ("flow_trace_sessions", "start_time", "flow_trace_sessions"),
+            ]);
+        }
         let mut deleted = 0;
-        for (table, column) in
-            [("flow_traces", "timestamp"), ("flow_trace_events", "timestamp"), ("flow_trace_sessions", "start_time")]
-        {
-            let Some(policy) = policies.table(table) else {
+        for (table, column, policy_of) in jobs {
+            let Some(policy) = policies.table(policy_of) else {
                 continue;
             };
             // Table and column names are ours; the interval is bound.
@@ -29,14 +36,14 @@ impl Store {
 }
 
 /// Runs `delete_expired` every `every` until the process ends; failures are logged and retried next round.
-pub async fn run_plain_retention(store: Store, policies: Policies, every: Duration) {
+pub async fn run_retention(store: Store, policies: Policies, plain: bool, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        match store.delete_expired(&policies).await {
+        match store.delete_expired(&policies, plain).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(rows = n, "plain-mode retention deleted expired rows"),
-            Err(err) => tracing::warn!(%err, "plain-mode retention failed; retrying next round"),
+            Ok(n) => tracing::info!(rows = n, "retention deleted expired rows"),
+            Err(err) => tracing::warn!(%err, "retention failed; retrying next round"),
         }
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! Every figure counts only rows with time <= `at`, so nothing from later leaks into the past.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use entity::{session, trace};
 use uuid::Uuid;
 
@@ -41,21 +41,15 @@ pub struct WorkflowState {
     pub nodes: Vec<NodeState>,
 }
 
-/// Per node and direction, from one pass over the session's traces up to `at`.
+/// One node seen in the session up to `at`: its counts and the `seq` of the traces and event that describe it.
 #[derive(sea_orm::FromQueryResult)]
-struct Flow {
+struct NodeRow {
     node: String,
-    outgoing: bool,
-    n: i64,
-    name: Option<String>,
-    /// `seq` of the latest trace (by timestamp, then seq) in this direction.
-    last_seq: i64,
+    input_count: i64,
+    output_count: i64,
+    last_input_seq: Option<i64>,
+    last_output_seq: Option<i64>,
     last_error_seq: Option<i64>,
-}
-
-#[derive(sea_orm::FromQueryResult)]
-struct NodeEvent {
-    node_id: String,
     last_lifecycle: Option<String>,
 }
 
@@ -81,81 +75,71 @@ impl Store {
             _ => SessionStatus::Running,
         };
 
-        // One scan of the session's traces up to `at` (flow_traces_session_idx), each trace counted once as the
-        // target's input and once as the source's output. Arrays compare element-wise, so max(ARRAY[time, seq])
-        // is the latest trace.
-        let mut sql = Sql::new(
-            "WITH t AS (SELECT timestamp, seq, status, source_node_id, source_node_name,
-                target_node_id, target_node_name FROM flow_traces WHERE session_id = ",
-        );
-        let (s, a) = (sql.bind(session.id), sql.bind(at));
-        sql.push(&format!(
-            "{s} AND timestamp <= {a}),
-            io AS (
-                SELECT target_node_id AS node, false AS outgoing, target_node_name AS name, timestamp, seq, status FROM t
-                UNION ALL
-                SELECT source_node_id, true, source_node_name, timestamp, seq, status FROM t
+        // Every node seen up to `at`. Counts: the whole minutes before `at` from flow_trace_node_minutes, plus the raw
+        // traces of `at`'s own minute. Latest traces and lifecycle event: one backward step each on the per-session
+        // node indexes. Nothing here grows with the number of traces in the session (migration m20261124_000006).
+        let minute = at.duration_trunc(TimeDelta::minutes(1)).map_err(|e| StoreError::BadInput(e.to_string()))?;
+        let mut sql = Sql::new("");
+        let (s, a, m) = (sql.bind(session.id), sql.bind(at), sql.bind(minute));
+        let latest = |table: &str, column: &str, extra: &str, what: &str| {
+            format!(
+                "(SELECT {what} FROM {table} WHERE session_id = {s} AND {column} = n.node AND timestamp <= {a}{extra}
+                  ORDER BY timestamp DESC, seq DESC LIMIT 1)"
             )
-            SELECT node, outgoing, count(*) AS n, max(name) AS name,
-                (max(ARRAY[(extract(epoch FROM timestamp) * 1000000)::bigint, seq]))[2] AS last_seq,
-                (max(ARRAY[(extract(epoch FROM timestamp) * 1000000)::bigint, seq])
-                    FILTER (WHERE status = 'ERROR'))[2] AS last_error_seq
-            FROM io GROUP BY node, outgoing"
-        ));
-        let flows: Vec<Flow> = self.all(sql).await?;
-
-        // Lifecycle events decide a node's status when there are any (flow_trace_events_session_idx).
-        let mut sql = Sql::new(
-            "SELECT node_id, (array_agg(event_type ORDER BY timestamp DESC, seq DESC)
-                FILTER (WHERE event_type IN ('START', 'COMPLETE', 'ERROR')))[1] AS last_lifecycle
-             FROM flow_trace_events WHERE session_id = ",
-        );
-        let (s, a) = (sql.bind(session.id), sql.bind(at));
-        sql.push(&format!("{s} AND timestamp <= {a} GROUP BY node_id"));
-        let events: Vec<NodeEvent> = self.all(sql).await?;
-
-        let mut wanted: Vec<i64> = flows.iter().map(|f| f.last_seq).collect();
-        wanted.extend(flows.iter().filter_map(|f| f.last_error_seq));
-        let traces = self.traces_by_seq(session.id, wanted).await?;
-
-        let mut nodes: BTreeMap<String, NodeState> = BTreeMap::new();
-        let blank = |id: &str| NodeState {
-            node_id: id.to_owned(),
-            node_name: None,
-            status: NodeStatus::Idle,
-            input_count: 0,
-            output_count: 0,
-            last_input: None,
-            last_output: None,
-            last_error: None,
         };
-        for f in flows {
-            let node = nodes.entry(f.node.clone()).or_insert_with(|| blank(&f.node));
-            node.node_name = node.node_name.take().or(f.name);
-            let last = traces.get(&f.last_seq).cloned();
-            if f.outgoing {
-                node.output_count = f.n;
-                node.last_output = last;
-                node.last_error = f.last_error_seq.and_then(|seq| traces.get(&seq).cloned());
-            } else {
-                node.input_count = f.n;
-                node.last_input = last;
-            }
-        }
-        let lifecycle: HashMap<String, Option<String>> =
-            events.into_iter().map(|e| (e.node_id, e.last_lifecycle)).collect();
-        for id in lifecycle.keys() {
-            nodes.entry(id.clone()).or_insert_with(|| blank(id));
-        }
-        for node in nodes.values_mut() {
-            node.status = match lifecycle.get(&node.node_id).and_then(|l| l.as_deref()) {
-                Some("START") => NodeStatus::Running,
-                Some("COMPLETE") => NodeStatus::Completed,
-                Some("ERROR") => NodeStatus::Failed,
-                _ => status_from_traces(node),
-            };
-        }
-        Ok(Some(WorkflowState { at, session, session_status, nodes: nodes.into_values().collect() }))
+        sql.push(&format!(
+            "WITH tail AS (
+                SELECT source_node_id, target_node_id FROM flow_traces
+                WHERE session_id = {s} AND timestamp >= {m} AND timestamp <= {a}
+            ), counts AS (
+                SELECT node, sum(inputs)::bigint AS inputs, sum(outputs)::bigint AS outputs FROM (
+                    SELECT node_id AS node, inputs, outputs FROM flow_trace_node_minutes
+                    WHERE session_id = {s} AND minute < {m}
+                    UNION ALL SELECT target_node_id, 1, 0 FROM tail
+                    UNION ALL SELECT source_node_id, 0, 1 FROM tail
+                ) c GROUP BY node
+            ), reported AS (
+                SELECT DISTINCT node_id AS node FROM flow_trace_events WHERE session_id = {s} AND timestamp <= {a}
+            ), nodes AS (
+                SELECT node FROM counts UNION SELECT node FROM reported
+            )
+            SELECT n.node, COALESCE(c.inputs, 0) AS input_count, COALESCE(c.outputs, 0) AS output_count,
+                {} AS last_input_seq, {} AS last_output_seq, {} AS last_error_seq, {} AS last_lifecycle
+            FROM nodes n LEFT JOIN counts c USING (node) ORDER BY n.node",
+            latest("flow_traces", "target_node_id", "", "seq"),
+            latest("flow_traces", "source_node_id", "", "seq"),
+            latest("flow_traces", "source_node_id", " AND status = 'ERROR'", "seq"),
+            latest("flow_trace_events", "node_id", " AND event_type IN ('START', 'COMPLETE', 'ERROR')", "event_type"),
+        ));
+        let rows: Vec<NodeRow> = self.all(sql).await?;
+        let wanted = rows.iter().flat_map(|r| [r.last_input_seq, r.last_output_seq, r.last_error_seq]).flatten();
+        let traces = self.traces_by_seq(session.id, wanted.collect()).await?;
+        let trace = |seq: Option<i64>| seq.and_then(|seq| traces.get(&seq).cloned());
+
+        let nodes = rows
+            .into_iter()
+            .map(|r| {
+                let mut node = NodeState {
+                    node_name: None,
+                    status: NodeStatus::Idle,
+                    input_count: r.input_count,
+                    output_count: r.output_count,
+                    last_input: trace(r.last_input_seq),
+                    last_output: trace(r.last_output_seq),
+                    last_error: trace(r.last_error_seq),
+                    node_id: r.node,
+                };
+                node.node_name = name_from_latest(&node);
+                node.status = match r.last_lifecycle.as_deref() {
+                    Some("START") => NodeStatus::Running,
+                    Some("COMPLETE") => NodeStatus::Completed,
+                    Some("ERROR") => NodeStatus::Failed,
+                    _ => status_from_traces(&node),
+                };
+                node
+            })
+            .collect();
+        Ok(Some(WorkflowState { at, session, session_status, nodes }))
     }
 
     async fn traces_by_seq(&self, session_id: Uuid, seqs: Vec<i64>) -> StoreResult<HashMap<i64, trace::Model>> {
@@ -169,6 +153,13 @@ impl Store {
         let rows: Vec<trace::Model> = self.all(sql).await?;
         Ok(rows.into_iter().map(|t| (t.seq, t)).collect())
     }
+}
+
+/// The name the node had in its latest trace, on whichever side of it it was.
+fn name_from_latest(node: &NodeState) -> Option<String> {
+    let as_target = node.last_input.as_ref().map(|t| ((t.timestamp, t.seq), &t.target_node_name));
+    let as_source = node.last_output.as_ref().map(|t| ((t.timestamp, t.seq), &t.source_node_name));
+    as_target.into_iter().chain(as_source).max_by_key(|(key, _)| *key).and_then(|(_, name)| name.clone())
 }
 
 /// DESIGN §4: the latest emitted trace failed ⇒ FAILED; input newer than the latest output ⇒ RUNNING; some output ⇒

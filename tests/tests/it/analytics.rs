@@ -225,8 +225,13 @@ async fn policies_change_idempotently_and_plain_mode_deletes_expired_rows() {
     let mut recent = trace(0, "SUCCESS", "a", "b");
     recent["timestamp"] = json!((chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339());
     record(&plain, s, vec![old, recent.clone()]).await;
-    let deleted = plain.db.store.delete_expired(&migration::Policies::default()).await.expect("retention");
-    assert_eq!(deleted, 1, "only the trace past the 30-day retention");
+    let deleted = plain.db.store.delete_expired(&migration::Policies::default(), true).await.expect("retention");
+    assert_eq!(deleted, 3, "only the trace past the 30-day retention and its two node-minute counts");
+    let minutes: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_trace_node_minutes")
+        .fetch_one(plain.db.store.pool())
+        .await
+        .expect("minutes");
+    assert_eq!(minutes, 2, "the recent trace's counts stay");
     let left: Vec<String> =
         sqlx::query_scalar("SELECT id::text FROM flow_traces").fetch_all(plain.db.store.pool()).await.expect("left");
     assert_eq!(left, vec![recent["id"].as_str().expect("id").to_owned()]);

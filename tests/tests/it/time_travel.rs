@@ -3,7 +3,9 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::fixtures::{RECORD_EVENTS, at, record, session, trace};
+use chrono::Duration;
+
+use crate::fixtures::{RECORD_EVENTS, at, record, session, t0, trace};
 use crate::harness::{Kind, TestApp, try_test_db};
 
 const STATE: &str = "query($w: String!, $at: DateTime!) { workflowStateAt(workflowId: $w, at: $at) {
@@ -135,6 +137,63 @@ async fn workflow_state_at_in_both_modes() {
     check_state(&app).await;
     if let Some(db) = try_test_db(Kind::Plain).await {
         check_state(&TestApp::with_db(db, Default::default()).await).await;
+    }
+}
+
+/// Counts as of an instant come from per-minute totals plus the raw traces of that instant's minute: they must equal a
+/// count over the raw table at every kind of instant (minute boundaries, just before and after them, on a trace),
+/// whatever order the batches came in and however often one was retried.
+async fn check_counts(app: &TestApp) {
+    let s = session(app, "counts", -60).await;
+    let nodes = ["n0", "n1", "n2", "n3"];
+    let mut traces: Vec<Value> = (0..240_i64)
+        .map(|i| {
+            let mut t = trace(0, "SUCCESS", nodes[(i % 4) as usize], nodes[((i * 7 + 1) % 4) as usize]);
+            // 2.5 s apart: ten minutes, with traces exactly on some minute boundaries.
+            t["timestamp"] = json!((t0() + Duration::milliseconds(i * 2_500)).to_rfc3339());
+            t
+        })
+        .collect();
+    traces.reverse(); // Newest batches first: minutes are filled out of order.
+    for batch in traces.chunks(70) {
+        record(app, s, batch.to_vec()).await;
+    }
+    let retried = record(app, s, traces[..70].to_vec()).await;
+    assert_eq!(retried["accepted"], 0, "a retried batch is not counted again");
+
+    let mut instants = vec![t0() - Duration::seconds(1), t0(), t0() + Duration::milliseconds(2_500)];
+    for minute in 1..=11 {
+        let m = t0() + Duration::minutes(minute);
+        instants.extend([m - Duration::microseconds(1), m, m + Duration::microseconds(1), m + Duration::seconds(31)]);
+    }
+    let pool = app.db.store.pool();
+    for at in instants {
+        let state = app.ok(STATE, json!({ "w": "counts", "at": at.to_rfc3339() })).await["workflowStateAt"].clone();
+        for n in nodes {
+            let (inputs, outputs): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE target_node_id = $2), count(*) FILTER (WHERE source_node_id = $2)
+                 FROM flow_traces WHERE session_id = $1 AND timestamp <= $3",
+            )
+            .bind(s)
+            .bind(n)
+            .bind(at)
+            .fetch_one(pool)
+            .await
+            .expect("raw counts");
+            let found = state["nodes"].as_array().expect("nodes").iter().find(|x| x["nodeId"] == n);
+            let got = found.map(|x| (x["inputCount"].as_i64().expect("in"), x["outputCount"].as_i64().expect("out")));
+            let want = (inputs + outputs > 0).then_some((inputs, outputs));
+            assert_eq!(got, want, "node {n} at {at}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn node_counts_match_the_raw_traces_at_every_instant() {
+    let app = TestApp::start(Kind::Default).await;
+    check_counts(&app).await;
+    if let Some(db) = try_test_db(Kind::Plain).await {
+        check_counts(&TestApp::with_db(db, Default::default()).await).await;
     }
 }
 
