@@ -1,6 +1,6 @@
 //! Live delivery: commit → client latency and loss with many WebSocket subscribers while traces are ingested at a
-//! fixed rate. Subscribers watch sessions in groups of ten (as trace viewers do), one workflow per session; the
-//! writer spreads its batches over those sessions. Only batches the server acknowledged count as expected.
+//! fixed rate. Each session is watched by `--viewers-per-session` subscribers (one workflow per session); the writer
+//! spreads its batches over those sessions. Only batches the server acknowledged (no GraphQL error) count as expected.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -16,12 +16,11 @@ use crate::Sizes;
 use crate::report::{Report, percentiles};
 use crate::server::Server;
 
-const SUBSCRIBERS_PER_SESSION: usize = 10;
 const TICK: Duration = Duration::from_millis(10);
 const RECORD: &str = "mutation($s: UUID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted } }";
 
 pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
-    let session_count = sizes.subscribers.div_ceil(SUBSCRIBERS_PER_SESSION).max(1);
+    let session_count = sizes.subscribers.div_ceil(sizes.viewers_per_session).max(1);
     let mut sessions = Vec::new();
     for _ in 0..session_count {
         let data = server
@@ -87,9 +86,24 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
                         .json(&json!({ "query": RECORD, "variables": { "s": s, "t": traces } }))
                         .send()
                         .await;
-                    if res.is_ok()
-                        && let Ok(mut acked) = acked.lock()
-                    {
+                    let stored = match res {
+                        Ok(res) => match res.json::<Value>().await {
+                            Ok(body) if body["errors"].is_null() => true,
+                            Ok(body) => {
+                                eprintln!("batch {b} refused: {}", body["errors"]);
+                                false
+                            }
+                            Err(err) => {
+                                eprintln!("batch {b}: unreadable response: {err}");
+                                false
+                            }
+                        },
+                        Err(err) => {
+                            eprintln!("batch {b} failed: {err}");
+                            false
+                        }
+                    };
+                    if stored && let Ok(mut acked) = acked.lock() {
                         acked[b] = Some(Instant::now());
                     }
                 }));
@@ -159,8 +173,11 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     let drained = started.elapsed().as_secs_f64();
     let rejected = acked.iter().filter(|a| a.is_none()).count();
     let mut refused = 0;
-    for (session, got, arrivals, errors) in results {
+    for (k, (session, got, arrivals, errors)) in results.into_iter().enumerate() {
         refused += errors;
+        if got < expected[session] {
+            eprintln!("subscriber {k} (session {session}) got {got} of {} traces", expected[session]);
+        }
         expected_total += expected[session];
         received += got;
         for (batch, at) in arrivals {
@@ -181,7 +198,10 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     );
     report.add(
         "live",
-        &format!("{} subscribers, {:.0} traces/s ingested for {} s", sizes.subscribers, achieved, sizes.live_seconds),
+        &format!(
+            "{} subscribers ({} per session), {:.0} traces/s ingested for {} s",
+            sizes.subscribers, sizes.viewers_per_session, achieved, sizes.live_seconds
+        ),
         format!("{received} deliveries"),
         "",
         None,

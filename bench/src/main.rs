@@ -28,6 +28,10 @@ pub struct Args {
     /// WebSocket subscribers in the live phase.
     #[arg(long)]
     pub subscribers: Option<usize>,
+    /// Subscribers watching each session in the live phase: 1 sends every trace to one subscriber (deliveries =
+    /// ingest rate); 10 fans each trace out to ten viewers (ten times the deliveries).
+    #[arg(long, default_value_t = 1)]
+    pub viewers_per_session: usize,
     /// Traces per second ingested during the live phase.
     #[arg(long)]
     pub live_rate: Option<usize>,
@@ -53,6 +57,7 @@ pub struct Sizes {
     pub dataset: usize,
     pub query_runs: usize,
     pub subscribers: usize,
+    pub viewers_per_session: usize,
     pub live_rate: usize,
     pub live_seconds: u64,
 }
@@ -70,6 +75,7 @@ impl Args {
             dataset: self.dataset_traces.unwrap_or(dataset),
             query_runs: runs,
             subscribers: self.subscribers.unwrap_or(subs),
+            viewers_per_session: self.viewers_per_session.max(1),
             live_rate: self.live_rate.unwrap_or(rate),
             live_seconds: self.live_seconds.unwrap_or(secs),
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_graphql::http::{WebSocketProtocols, WsMessage};
 use async_graphql::{Data, Executor};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::auth::{Auth, Caller};
@@ -19,6 +19,9 @@ use crate::auth::{Auth, Caller};
 /// Per-connection cap on open subscriptions, checked by `graphql::access`.
 #[derive(Clone)]
 pub struct SubscriptionSlots(pub Arc<Semaphore>, pub usize);
+
+/// Most messages written with one flush, so a busy connection still gets to its keep-alive and shutdown checks.
+const MAX_BURST: usize = 256;
 
 pub struct WsSettings {
     pub init_timeout: Duration,
@@ -74,8 +77,7 @@ pub async fn serve<E: Executor>(
     loop {
         let outgoing = tokio::select! {
             message = messages.next() => match message {
-                Some(WsMessage::Text(text)) => Message::Text(text.into()),
-                Some(WsMessage::Close(code, reason)) => close(code, &reason),
+                Some(message) => to_socket(message),
                 None => break,
             },
             _ = keepalive.tick() => {
@@ -96,12 +98,38 @@ pub async fn serve<E: Executor>(
                 break;
             }
         };
-        let closing = matches!(outgoing, Message::Close(_));
-        if sink.send(outgoing).await.is_err() || closing {
+        // Whatever else is ready goes out with it: one write for a burst of subscription items instead of one each.
+        let (mut closing, mut ended) = (matches!(outgoing, Message::Close(_)), false);
+        let mut queued = sink.feed(outgoing).await.is_ok();
+        for _ in 0..MAX_BURST {
+            if closing || !queued {
+                break;
+            }
+            match messages.next().now_or_never() {
+                Some(Some(message)) => {
+                    let message = to_socket(message);
+                    closing = matches!(message, Message::Close(_));
+                    queued = sink.feed(message).await.is_ok();
+                }
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        if !queued || sink.flush().await.is_err() || closing || ended {
             break;
         }
     }
     metrics::gauge!("flowtrace_ws_connections").decrement(1.0);
+}
+
+fn to_socket(message: WsMessage) -> Message {
+    match message {
+        WsMessage::Text(text) => Message::Text(text.into()),
+        WsMessage::Close(code, reason) => close(code, &reason),
+    }
 }
 
 fn close(code: u16, reason: &str) -> Message {
