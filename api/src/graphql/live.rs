@@ -1,6 +1,7 @@
 //! Subscriptions: traces and events as they are committed (resumable by cursor), session lifecycle updates, and
 //! replay of stored traces at their original pace.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::connection::{Edge, EmptyFields};
@@ -71,29 +72,43 @@ impl Subscription {
         let guard = SubscriberGauge::new("traces");
         Ok(async_stream::stream! {
             let _guard = guard;
+            // The seq of the commit that woke us. A shared read that began before that commit may lack its rows:
+            // then one read of our own (`fresh`) settles it.
+            let (mut woken_for, mut fresh) = (0, false);
             loop {
-                match store.traces_after(&follow, cursor, PAGE).await {
+                let read = if fresh {
+                    store.traces_after(&follow, cursor, PAGE).await.map(Arc::<[_]>::from)
+                } else {
+                    store.traces_after_shared(&follow, cursor, PAGE).await
+                };
+                match read {
                     Ok(rows) => {
-                        let full = rows.len() as i64 == PAGE;
-                        for row in rows {
+                        for row in rows.iter() {
                             cursor = row.seq;
-                            yield Edge::new(trace_cursor(&row), Trace(row));
+                            yield Edge::new(trace_cursor(row), Trace(row.clone()));
                         }
-                        if full {
+                        if rows.len() as i64 == PAGE {
                             metrics::counter!("flowtrace_live_catchup_pages_total").increment(1);
+                            fresh = false;
+                            continue;
+                        }
+                        if cursor < woken_for && !fresh {
+                            fresh = true;
                             continue;
                         }
                     }
                     Err(err) => retry_pause(&err).await,
                 }
+                fresh = false;
                 let relevant = |w: &crate::live::Wakeup| {
                     w.kind == "trace" && w.seq > cursor && match &follow {
                         Follow::Session(id) => w.session_id == *id,
                         Follow::Workflow(id) => w.workflow_id == *id,
                     }
                 };
-                if !wait_for(&mut signals, relevant).await {
-                    break;
+                match wait_for(&mut signals, relevant).await {
+                    Some(seq) => woken_for = seq,
+                    None => break,
                 }
             }
         })
@@ -129,7 +144,7 @@ impl Subscription {
                     }
                     Err(err) => retry_pause(&err).await,
                 }
-                if !wait_for(&mut signals, |w| w.kind == "event" && w.session_id == session_id && w.seq > cursor).await {
+                if wait_for(&mut signals, |w| w.kind == "event" && w.session_id == session_id && w.seq > cursor).await.is_none() {
                     break;
                 }
             }

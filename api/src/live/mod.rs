@@ -58,23 +58,24 @@ impl Live {
 }
 
 /// Waits until a signal passes `relevant`, the receiver lagged or was told to resync, or the safety poll is due.
-/// Returns false when the hub is gone.
-pub async fn wait_for(rx: &mut broadcast::Receiver<Signal>, relevant: impl Fn(&Wakeup) -> bool) -> bool {
+/// Returns the `seq` the relevant commit reached (0 when woken for another reason: read whatever is there), or `None`
+/// when the hub is gone.
+pub async fn wait_for(rx: &mut broadcast::Receiver<Signal>, relevant: impl Fn(&Wakeup) -> bool) -> Option<i64> {
     let deadline = tokio::time::sleep(SAFETY_POLL);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             signal = rx.recv() => match signal {
-                Ok(Signal::Wakeup(w)) if relevant(&w) => return true,
+                Ok(Signal::Wakeup(w)) if relevant(&w) => return Some(w.seq),
                 Ok(Signal::Wakeup(_)) => continue,
-                Ok(Signal::Resync) => return true,
+                Ok(Signal::Resync) => return Some(0),
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     metrics::counter!("flowtrace_live_lagged_total").increment(1);
-                    return true;
+                    return Some(0);
                 }
-                Err(broadcast::error::RecvError::Closed) => return false,
+                Err(broadcast::error::RecvError::Closed) => return None,
             },
-            _ = &mut deadline => return true,
+            _ = &mut deadline => return Some(0),
         }
     }
 }

@@ -1,6 +1,11 @@
 //! Reads for live subscriptions: rows after a `seq` cursor, in commit order.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use entity::{event, trace};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use uuid::Uuid;
 
 use super::events::EVENT_COLUMNS;
@@ -9,13 +14,55 @@ use super::{Sql, Store, StoreError, StoreResult};
 use crate::domain::EventType;
 
 /// Whose traces a subscription follows.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Follow {
     Session(Uuid),
     Workflow(String),
 }
 
+type TraceRead = Shared<BoxFuture<'static, StoreResult<Arc<[trace::Model]>>>>;
+type ReadKey = (Follow, i64, i64);
+
+/// Trace reads in flight by (whose traces, cursor, page size). Subscribers of one session are woken by the same
+/// commit with the same cursor; they share one query and one decoding of its rows instead of running it each.
+#[derive(Clone, Default)]
+pub struct SharedReads(Arc<Mutex<HashMap<ReadKey, TraceRead>>>);
+
+/// Takes a finished (or abandoned) read out of the table, so the next wake-up starts a fresh one.
+struct Done<'a>(&'a SharedReads, ReadKey, TraceRead);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        let mut reads = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        if reads.get(&self.1).is_some_and(|r| r.ptr_eq(&self.2)) {
+            reads.remove(&self.1);
+        }
+    }
+}
+
 impl Store {
+    /// `traces_after`, shared with every caller asking for the same rows at the same time. A caller that joins a read
+    /// already under way may get rows committed before its own wake-up only: it reads again while its cursor is behind
+    /// the `seq` it was woken for.
+    pub async fn traces_after_shared(
+        &self,
+        follow: &Follow,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Arc<[trace::Model]>> {
+        let key = (follow.clone(), after, limit);
+        let read = {
+            let mut reads = self.shared_reads.0.lock().unwrap_or_else(|e| e.into_inner());
+            let read = reads.entry(key.clone()).or_insert_with(|| {
+                let (store, follow) = (self.clone(), follow.clone());
+                async move { store.traces_after(&follow, after, limit).await.map(Arc::from) }.boxed().shared()
+            });
+            read.clone()
+        };
+        let _done = Done(&self.shared_reads, key, read.clone());
+        read.await
+    }
+
     /// Up to `limit` traces with `seq > after`, by seq. Uses flow_traces_session_seq_idx / flow_traces_workflow_seq_idx.
     pub async fn traces_after(&self, follow: &Follow, after: i64, limit: i64) -> StoreResult<Vec<trace::Model>> {
         let mut sql = Sql::new(&format!("SELECT {TRACE_COLUMNS} FROM flow_traces WHERE "));
@@ -26,6 +73,7 @@ impl Store {
         let (after, limit) = (sql.bind(after), sql.bind(limit));
         sql.push(&format!("{key} AND seq > {after} ORDER BY seq LIMIT {limit}"));
         let _permit = self.live_reads.acquire().await.map_err(|_| StoreError::Unavailable("shutting down".into()))?;
+        metrics::counter!("flowtrace_live_reads_total", "kind" => "traces").increment(1);
         self.all(sql).await
     }
 

@@ -22,7 +22,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::sync::Semaphore;
 
 /// What can go wrong below the API. Mapped once to GraphQL error codes in `crate::error`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]
     NotFound(String),
@@ -75,6 +75,7 @@ pub struct Store {
     url: String,
     /// Live subscriptions may hold at most half the pool, so a burst of wake-ups never starves ingest and queries.
     live_reads: Arc<Semaphore>,
+    shared_reads: live::SharedReads,
 }
 
 impl Store {
@@ -87,7 +88,7 @@ impl Store {
             .connect_lazy(url)?;
         let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
         let live_reads = Arc::new(Semaphore::new((max_connections as usize / 2).max(1)));
-        Ok(Store { pool, orm, url: url.to_owned(), live_reads })
+        Ok(Store { pool, orm, url: url.to_owned(), live_reads, shared_reads: Default::default() })
     }
 
     /// Waits until the database answers, for at most `timeout`.
