@@ -62,6 +62,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     let ticks = (sizes.live_seconds as f64 / TICK.as_secs_f64()) as usize;
     let acked: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; ticks]));
     let started = Instant::now();
+    let cpu_before = server.cpu_seconds();
     let writer = {
         let (http, url, acked, sessions) =
             (server.http.clone(), format!("{}/graphql", server.base), acked.clone(), sessions.clone());
@@ -171,6 +172,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         results.push(r.await?);
     }
     let drained = started.elapsed().as_secs_f64();
+    let cpu = cpu_before.zip(server.cpu_seconds()).map(|(before, after)| after - before);
     let rejected = acked.iter().filter(|a| a.is_none()).count();
     let mut refused = 0;
     for (k, (session, got, arrivals, errors)) in results.into_iter().enumerate() {
@@ -222,6 +224,15 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         "0",
         Some(lost == 0),
     );
+    if let Some(cpu) = cpu {
+        report.add(
+            "live",
+            "server CPU per delivered trace (ingest included)",
+            format!("{:.1} µs", cpu * 1e6 / received.max(1) as f64),
+            "",
+            None,
+        );
+    }
     if let Some(rss) = server.peak_rss_mib() {
         report.add("memory", "server peak RSS during live delivery", format!("{rss:.0} MiB"), "", None);
     }
