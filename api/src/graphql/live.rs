@@ -16,7 +16,7 @@ use super::store;
 use super::traces::{Trace, trace_cursor};
 use crate::domain::EventType;
 use crate::error::{Gql, bad_input};
-use crate::live::{Live, wait_for};
+use crate::live::{Live, Topic, wait_for};
 use crate::store::cursor::{CursorKey, Page, SeqKey, TraceKey};
 use crate::store::live::Follow;
 use crate::store::traces::TraceFilter;
@@ -68,7 +68,10 @@ impl Subscription {
             (None, Follow::Workflow(w)) => store.latest_trace_seq(w).await.gql()?,
         };
         // Subscribe before the first read, so nothing committed in between goes unnoticed.
-        let mut signals = live(ctx).subscribe();
+        let mut signals = live(ctx).subscribe(match &follow {
+            Follow::Session(id) => Topic::Session(*id),
+            Follow::Workflow(id) => Topic::Workflow(id.clone()),
+        });
         let guard = SubscriberGauge::new("traces");
         Ok(async_stream::stream! {
             let _guard = guard;
@@ -125,7 +128,7 @@ impl Subscription {
         let store = store(ctx).clone();
         session_must_exist(&store, session_id).await?;
         let types = event_types.unwrap_or_default();
-        let mut signals = live(ctx).subscribe();
+        let mut signals = live(ctx).subscribe(Topic::Session(session_id));
         let guard = SubscriberGauge::new("events");
         let mut cursor = 0;
         Ok(async_stream::stream! {
@@ -158,7 +161,7 @@ impl Subscription {
         workflow_id: Option<String>,
     ) -> impl Stream<Item = Session> + use<> {
         let store = store(ctx).clone();
-        let mut signals = live(ctx).subscribe();
+        let mut signals = live(ctx).subscribe(workflow_id.clone().map_or(Topic::All, Topic::Workflow));
         let guard = SubscriberGauge::new("sessionUpdates");
         async_stream::stream! {
             let _guard = guard;

@@ -3,19 +3,19 @@
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
-use super::{Signal, Wakeup};
+use super::{Live, Signal, Wakeup};
 use crate::store::ingest::CHANNEL;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-pub(super) async fn run(url: String, signals: broadcast::Sender<Signal>, mut stop: watch::Receiver<bool>) {
+pub(super) async fn run(url: String, live: Live, mut stop: watch::Receiver<bool>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let err = tokio::select! {
-            err = listen(&url, &signals, &mut backoff) => err,
+            err = listen(&url, &live, &mut backoff) => err,
             _ = stop.wait_for(|s| *s) => break,
         };
         metrics::counter!("flowtrace_live_listener_reconnects_total").increment(1);
@@ -33,7 +33,7 @@ pub(super) async fn run(url: String, signals: broadcast::Sender<Signal>, mut sto
 
 /// Listens until the connection fails. Each (re)connection starts with a resync: notifications sent while nothing
 /// listened are gone, and subscribers must read what they missed by cursor.
-async fn listen(url: &str, signals: &broadcast::Sender<Signal>, backoff: &mut Duration) -> sqlx::Error {
+async fn listen(url: &str, live: &Live, backoff: &mut Duration) -> sqlx::Error {
     let mut listener = match PgListener::connect(url).await {
         Ok(listener) => listener,
         Err(err) => return err,
@@ -44,15 +44,13 @@ async fn listen(url: &str, signals: &broadcast::Sender<Signal>, backoff: &mut Du
     *backoff = FIRST_BACKOFF;
     metrics::gauge!("flowtrace_live_listener_connected").set(1.0);
     tracing::info!(channel = CHANNEL, "listening for ingest notifications");
-    let _ = signals.send(Signal::Resync);
+    live.dispatch(Signal::Resync);
     loop {
         match listener.try_recv().await {
             Ok(Some(notification)) => {
                 metrics::counter!("flowtrace_live_notifications_total").increment(1);
                 match serde_json::from_str::<Wakeup>(notification.payload()) {
-                    Ok(wakeup) => {
-                        let _ = signals.send(Signal::Wakeup(wakeup));
-                    }
+                    Ok(wakeup) => live.dispatch(Signal::Wakeup(wakeup)),
                     Err(err) => tracing::warn!(%err, payload = notification.payload(), "unreadable notification"),
                 }
             }

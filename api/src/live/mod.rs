@@ -6,6 +6,8 @@
 mod listener;
 pub mod ws;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -38,22 +40,53 @@ pub enum Signal {
     Resync,
 }
 
-/// The in-process fan-out of wake-ups.
-#[derive(Clone)]
+/// What a subscriber listens to. Wake-ups go only to the topics they concern, so a commit wakes the subscribers of its
+/// session and workflow, not every subscriber of the process.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    Session(Uuid),
+    Workflow(String),
+    /// Every wake-up (sessionUpdates without a workflow).
+    All,
+}
+
+/// The in-process fan-out of wake-ups: one bounded broadcast channel per topic that has subscribers.
+#[derive(Clone, Default)]
 pub struct Live {
-    signals: broadcast::Sender<Signal>,
+    topics: Arc<Mutex<HashMap<Topic, broadcast::Sender<Signal>>>>,
 }
 
 impl Live {
     /// Starts the listener task on its own connection to `database_url`; it ends when `stop` turns true.
     pub fn start(database_url: String, stop: watch::Receiver<bool>) -> Live {
-        let (signals, _) = broadcast::channel(SIGNAL_BUFFER);
-        tokio::spawn(listener::run(database_url, signals.clone(), stop));
-        Live { signals }
+        let live = Live::default();
+        tokio::spawn(listener::run(database_url, live.clone(), stop));
+        live
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
-        self.signals.subscribe()
+    pub fn subscribe(&self, topic: Topic) -> broadcast::Receiver<Signal> {
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        topics.entry(topic).or_insert_with(|| broadcast::channel(SIGNAL_BUFFER).0).subscribe()
+    }
+
+    /// Passes a signal to the topics it concerns (a resync to all), and forgets topics nobody listens to any more.
+    fn dispatch(&self, signal: Signal) {
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        topics.retain(|_, sender| sender.receiver_count() > 0);
+        match &signal {
+            Signal::Wakeup(w) => {
+                for topic in [Topic::Session(w.session_id), Topic::Workflow(w.workflow_id.clone()), Topic::All] {
+                    if let Some(sender) = topics.get(&topic) {
+                        let _ = sender.send(signal.clone());
+                    }
+                }
+            }
+            Signal::Resync => {
+                for sender in topics.values() {
+                    let _ = sender.send(Signal::Resync);
+                }
+            }
+        }
     }
 }
 
