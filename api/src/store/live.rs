@@ -74,7 +74,7 @@ impl Store {
         sql.push(&format!("{key} AND seq > {after} ORDER BY seq LIMIT {limit}"));
         let _permit = self.live_reads.acquire().await.map_err(|_| StoreError::Unavailable("shutting down".into()))?;
         metrics::counter!("flowtrace_live_reads_total", "kind" => "traces").increment(1);
-        self.all(sql).await
+        self.all_serial(sql).await
     }
 
     /// The newest committed trace `seq` of a workflow: where a live-only subscription starts.
@@ -104,6 +104,6 @@ impl Store {
         let (after, limit) = (sql.bind(after), sql.bind(limit));
         sql.push(&format!(" AND seq > {after} ORDER BY seq LIMIT {limit}"));
         let _permit = self.live_reads.acquire().await.map_err(|_| StoreError::Unavailable("shutting down".into()))?;
-        self.all(sql).await
+        self.all_serial(sql).await
     }
 }

@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use migration::{MigratorTrait, StorageMode};
-use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, SqlxPostgresConnector, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, SqlxPostgresConnector, Statement,
+    TransactionTrait, Value,
+};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::Semaphore;
@@ -140,6 +143,16 @@ impl Store {
 
     async fn all<M: FromQueryResult>(&self, sql: Sql) -> StoreResult<Vec<M>> {
         Ok(M::find_by_statement(sql.statement()).all(&self.orm).await?)
+    }
+
+    /// `all` without parallel workers, for small frequent reads: each parallel worker is a new process that loads
+    /// TimescaleDB and the chunk catalog, which costs far more than a small indexed read over many chunks.
+    async fn all_serial<M: FromQueryResult>(&self, sql: Sql) -> StoreResult<Vec<M>> {
+        let txn = self.orm.begin().await?;
+        txn.execute_unprepared("SET LOCAL max_parallel_workers_per_gather = 0").await?;
+        let rows = M::find_by_statement(sql.statement()).all(&txn).await?;
+        txn.commit().await?;
+        Ok(rows)
     }
 }
 
