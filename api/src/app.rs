@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use async_graphql::Executor;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
 use axum::Router;
 use axum::body::Bytes;
@@ -24,7 +25,8 @@ use crate::auth::{Auth, Caller};
 use crate::config::{DatabaseArgs, ServeArgs};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPostgres, default_data_dir};
 use crate::error::{BAD_USER_INPUT, LIMIT_EXCEEDED};
-use crate::graphql::{self, FlowSchema, SchemaOptions};
+use crate::graphql::gate::Gate;
+use crate::graphql::{self, SchemaOptions};
 use crate::live::Live;
 use crate::live::ws::{self, WsSettings};
 use crate::store::Store;
@@ -89,7 +91,7 @@ pub async fn create_database(pg: &EmbeddedPostgres, name: &str) -> anyhow::Resul
 
 #[derive(Clone)]
 struct AppState {
-    schema: FlowSchema,
+    gate: Gate,
     store: Store,
     auth: Arc<Auth>,
     ws: Arc<WsSettings>,
@@ -169,14 +171,14 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
     let (stop, stopped) = watch::channel(false);
     let live = Live::start(store.url().to_owned(), stopped.clone());
     let options = SchemaOptions { introspection: !args.no_introspection };
-    let schema = graphql::build(store.clone(), live, args.limits.clone(), options);
+    let gate = graphql::build(store.clone(), live, args.limits.clone(), options);
     let ws = WsSettings {
         init_timeout: Duration::from_secs(args.limits.ws_init_timeout_secs),
         keepalive: Duration::from_secs(args.limits.ws_keepalive_secs.max(1)),
         subscriptions_per_connection: args.limits.max_subscriptions_per_connection,
     };
     let state = AppState {
-        schema,
+        gate,
         store,
         auth: Arc::new(auth),
         ws: Arc::new(ws),
@@ -239,7 +241,7 @@ async fn graphql_http(
     };
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = Caller(state.auth.principal(authorization));
-    axum::Json(state.schema.execute_batch(request.data(caller)).await).into_response()
+    axum::Json(state.gate.execute_batch(request.data(caller)).await).into_response()
 }
 
 const WS_READ_BUFFER: usize = 4 * 1024;
@@ -259,7 +261,7 @@ async fn graphql_ws(State(state): State<AppState>, headers: HeaderMap, upgrade: 
     // Clients send small protocol messages; the 128 KiB default read buffer is zero-filled on every read, which
     // showed up as the top cost of busy subscription connections. Larger messages still arrive (the buffer grows).
     upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).read_buffer_size(WS_READ_BUFFER).on_upgrade(move |socket| {
-        ws::serve(socket, state.schema, protocol, state.auth, authorization, state.ws, state.stopped, permit)
+        ws::serve(socket, state.gate, protocol, state.auth, authorization, state.ws, state.stopped, permit)
     })
 }
 

@@ -1,13 +1,11 @@
 //! The GraphQL schema, assembled from one small object per capability. Resolvers parse and validate, then call the
 //! store; they hold no business logic.
 
-mod access;
 pub mod analytics;
-mod codes;
 pub mod events;
+pub mod gate;
 pub mod health;
 pub mod live;
-mod observe;
 pub mod pagination;
 pub mod sessions;
 pub mod time_travel;
@@ -18,6 +16,7 @@ use async_graphql::{Context, MergedObject, Schema, SchemaBuilder};
 use crate::limits::Limits;
 use crate::live::Live;
 use crate::store::Store;
+use gate::Gate;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
@@ -39,10 +38,8 @@ pub type FlowSchema = Schema<Query, Mutation, live::Subscription>;
 
 /// The schema without data or limits: what `flowtrace schema` prints and `schema.graphql` holds.
 pub fn builder() -> SchemaBuilder<Query, Mutation, live::Subscription> {
+    // No async-graphql extensions: `gate` does their work around the schema (see there why).
     Schema::build(Query::default(), Mutation::default(), live::Subscription)
-        .extension(observe::RequestMetrics)
-        .extension(codes::ErrorCodes)
-        .extension(access::AccessControl)
 }
 
 /// Options of the served schema beyond its data.
@@ -51,12 +48,13 @@ pub struct SchemaOptions {
     pub introspection: bool,
 }
 
-pub fn build(store: Store, live: Live, limits: Limits, options: SchemaOptions) -> FlowSchema {
+/// The served schema behind its gate.
+pub fn build(store: Store, live: Live, limits: Limits, options: SchemaOptions) -> Gate {
     let mut builder = builder().limit_depth(limits.max_depth).limit_complexity(limits.max_complexity);
     if !options.introspection {
         builder = builder.disable_introspection();
     }
-    builder.data(store).data(live).data(limits).finish()
+    Gate::new(builder.data(store).data(live).data(limits).finish())
 }
 
 /// The SDL, as checked in.

@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::auth::{Auth, Caller};
 
-/// Per-connection cap on open subscriptions, checked by `graphql::access`.
+/// Per-connection cap on open subscriptions, checked by `graphql::gate`.
 #[derive(Clone)]
 pub struct SubscriptionSlots(pub Arc<Semaphore>, pub usize);
 

@@ -224,4 +224,13 @@ async fn bad_inputs_get_stable_codes_and_change_nothing() {
     assert_eq!(r["accepted"], 1);
     let data = app.ok(TRACES, json!({ "s": s })).await;
     assert_eq!(data["traces"]["totalCount"], 3);
+
+    // Refusals are counted per operation and per code.
+    let metrics = app.get("/metrics").await.1;
+    let metrics = metrics.as_str().unwrap_or_default();
+    for expected in
+        [r#"operation="mutation:completeSession",outcome="error""#, r#"code="NOT_FOUND""#, "operation=\"invalid\""]
+    {
+        assert!(metrics.contains(expected), "/metrics lacks {expected}:\n{metrics}");
+    }
 }
