@@ -11,6 +11,10 @@ mod server;
 
 use std::path::PathBuf;
 
+// The same allocator as the server, so the direct store calls it compares against are not handicapped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 #[derive(Parser, Debug, Clone)]
