@@ -138,7 +138,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         sizes.query_runs,
         |i| async move {
             let (from, to) = window(i);
-            server.gql(q, json!({ "s": pick(i).0, "from": from, "to": to })).await.map(|_| ())
+            server.read(q, json!({ "s": pick(i).0, "from": from, "to": to })).await
         },
         |i| async move {
             let (from, to) = window(i);
@@ -154,7 +154,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     let q = "query($w: String!) { sessions(filter: { workflowId: $w }, first: 50) { edges { node { id startTime status summary { totalTraces } } } } }";
     let result = compare(
         sizes.query_runs,
-        |i| async move { server.gql(q, json!({ "w": pick(i).1 })).await.map(|_| ()) },
+        |i| async move { server.read(q, json!({ "w": pick(i).1 })).await },
         |i| async move {
             let filter = SessionFilter { workflow_id: Some(pick(i).1.clone()), ..Default::default() };
             let page = Page { after: None, before: None, limit: 50, from_end: false };
@@ -169,7 +169,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     let runs = (sizes.query_runs / 4).max(10);
     let result = compare(
         runs,
-        |i| async move { server.gql(q, json!({ "w": pick(i).1, "at": window(i).1 })).await.map(|_| ()) },
+        |i| async move { server.read(q, json!({ "w": pick(i).1, "at": window(i).1 })).await },
         |i| async move { store.workflow_state_at(&pick(i).1, window(i).1).await.map(|_| ()).map_err(Into::into) },
     )
     .await?;
@@ -178,7 +178,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     let q = "query($s: UUID!) { executionTimeline(sessionId: $s, bucketSeconds: 60) { bucket traceCount errorCount avgDuration maxDuration dataSize activeNodes } }";
     let result = compare(
         runs,
-        |i| async move { server.gql(q, json!({ "s": pick(i).0 })).await.map(|_| ()) },
+        |i| async move { server.read(q, json!({ "s": pick(i).0 })).await },
         |i| async move { store.execution_timeline(pick(i).0, 60, None, None).await.map(|_| ()).map_err(Into::into) },
     )
     .await?;
