@@ -18,6 +18,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use tokio::sync::{Semaphore, watch};
 use tower_http::cors::{Any, CorsLayer};
 
@@ -202,6 +203,13 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
 
     let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
+    // Responses and subscription messages are written as soon as they are ready; Nagle's algorithm would hold a small
+    // write back until the previous one is acknowledged.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "TCP_NODELAY not set on an accepted connection");
+        }
+    });
     tracing::info!("flowtrace listening on http://{addr} (GraphQL at /graphql, GraphiQL at /graphiql)");
     let mut stopped = stopped;
     let task = tokio::spawn(async move {
