@@ -174,7 +174,7 @@ async fn bad_inputs_get_stable_codes_and_change_nothing() {
         (
             "complete before start",
             COMPLETE,
-            json!({ "id": s, "status": "COMPLETED", "end": "2026-11-19T00:00:00Z" }),
+            json!({ "id": s, "status": "COMPLETED", "end": at(-86_400) }),
             "BAD_USER_INPUT",
         ),
         ("complete again differently", COMPLETE, json!({ "id": done, "status": "FAILED" }), "BAD_USER_INPUT"),

@@ -14,8 +14,14 @@ pub const RECORD: &str =
 pub const RECORD_EVENTS: &str =
     "mutation($s: UUID!, $e: [EventInput!]!) { recordEvents(sessionId: $s, events: $e) { accepted duplicates } }";
 
+/// 10:00 UTC two days ago, fixed for the whole test run: recent enough that no retention (7 days for events, applied
+/// by the server itself in plain mode) deletes test data while a test runs, on whatever day the tests run.
 pub fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z").expect("time").with_timezone(&Utc)
+    static T0: std::sync::LazyLock<DateTime<Utc>> = std::sync::LazyLock::new(|| {
+        let day = (Utc::now() - Duration::days(2)).date_naive();
+        day.and_hms_opt(10, 0, 0).expect("10:00 exists").and_utc()
+    });
+    *T0
 }
 
 pub fn at(seconds: i64) -> String {

@@ -192,13 +192,21 @@ async fn killing_the_listen_connection_mid_ingest_loses_nothing() {
     for round in 0..6 {
         record(&app, s, batch(round * 100, 100)).await;
         if round == 2 {
-            let killed: i64 = sqlx::query_scalar(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                 WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
-            )
-            .fetch_one(app.db.store.pool())
-            .await
-            .expect("terminate");
+            // The listener connects in the background: on a loaded machine it may not be listening yet.
+            let mut killed: i64 = 0;
+            for _ in 0..100 {
+                killed = sqlx::query_scalar(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+                )
+                .fetch_one(app.db.store.pool())
+                .await
+                .expect("terminate");
+                if killed > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             assert_eq!(killed, 1, "one LISTEN connection per process");
         }
     }
