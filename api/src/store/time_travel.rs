@@ -150,8 +150,7 @@ impl Store {
         let (s, q) = (sql.bind(session_id), sql.bind(seqs));
         // flow_traces_session_seq_idx (session_id, seq).
         sql.push(&format!("{s} AND seq = ANY({q})"));
-        let rows: Vec<trace::Model> = self.all(sql).await?;
-        Ok(rows.into_iter().map(|t| (t.seq, t)).collect())
+        Ok(self.trace_rows(sql).await?.into_iter().map(|t| (t.seq, t)).collect())
     }
 }
 
