@@ -158,3 +158,29 @@ async fn sessions_are_listed_newest_first_with_filters_and_total() {
     let data = app.ok("query($id: UUID!) { session(id: $id) { id } }", json!({ "id": Uuid::new_v4() })).await;
     assert_eq!(data["session"], Value::Null, "an unknown session is null, not an error");
 }
+
+/// The server keeps parsed documents by query text: the same text must still run the operation each request names,
+/// with its own variables, and a text that does not parse must fail every time.
+#[tokio::test]
+async fn repeated_query_texts_run_what_each_request_asks() {
+    let app = TestApp::start(Kind::Default).await;
+    let a = session(&app, "wf-a", 0).await;
+    let b = session(&app, "wf-b", 60).await;
+    let text = "query ById($id: UUID!) { session(id: $id) { workflowId } }
+                query Newest { sessions(first: 1) { edges { node { workflowId } } } }";
+    let post = |operation: &'static str, variables: Value| {
+        let request = app.http.post(format!("{}/graphql", app.base));
+        async move {
+            let body = json!({ "query": text, "operationName": operation, "variables": variables });
+            request.json(&body).send().await.expect("POST").json::<Value>().await.expect("JSON")
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(post("ById", json!({ "id": a })).await["data"]["session"]["workflowId"], "wf-a");
+        assert_eq!(post("ById", json!({ "id": b })).await["data"]["session"]["workflowId"], "wf-b");
+        let newest = post("Newest", json!({})).await;
+        assert_eq!(newest["data"]["sessions"]["edges"][0]["node"]["workflowId"], "wf-b", "{newest}");
+        let (code, _) = app.err("{ sessions(first: 1) { edges ", json!({})).await;
+        assert_eq!(code, "BAD_USER_INPUT");
+    }
+}
