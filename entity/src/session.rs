@@ -2,7 +2,7 @@
 
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, sqlx::FromRow)]
 #[sea_orm(table_name = "flow_trace_sessions")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]

@@ -12,7 +12,7 @@ pub enum Granularity {
     Day,
 }
 
-#[derive(Clone, Debug, PartialEq, sea_orm::FromQueryResult)]
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct SessionStatsRow {
     pub bucket: DateTime<Utc>,
     pub workflow_id: String,
@@ -28,7 +28,7 @@ pub struct SessionStatsRow {
     pub error_count: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, sea_orm::FromQueryResult)]
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct NodePerformanceRow {
     pub bucket: DateTime<Utc>,
     pub workflow_id: String,

@@ -9,7 +9,7 @@ use futures::future::{BoxFuture, Shared};
 use uuid::Uuid;
 
 use super::events::EVENT_COLUMNS;
-use super::traces::{TRACE_COLUMNS, TraceRow};
+use super::traces::TRACE_COLUMNS;
 use super::{Sql, Store, StoreError, StoreResult};
 use crate::domain::EventType;
 
@@ -74,7 +74,7 @@ impl Store {
         sql.push(&format!("{key} AND seq > {after} ORDER BY seq LIMIT {limit}"));
         let _permit = self.live_reads.acquire().await.map_err(|_| StoreError::Unavailable("shutting down".into()))?;
         metrics::counter!("flowtrace_live_reads_total", "kind" => "traces").increment(1);
-        Ok(self.all_serial::<TraceRow>(sql).await?.into_iter().map(|r| r.0).collect())
+        self.all_serial(sql).await
     }
 
     /// The newest committed trace `seq` of a workflow: where a live-only subscription starts.

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Store, StoreResult};
 
-#[derive(Clone, Debug, sea_orm::FromQueryResult)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct TableStorage {
     pub name: String,
     pub hypertable: bool,
@@ -16,7 +16,7 @@ pub struct TableStorage {
     pub after_compression_bytes: Option<i64>,
 }
 
-#[derive(Clone, Debug, sea_orm::FromQueryResult)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct AggregateStatus {
     pub name: String,
     pub last_refresh: Option<DateTime<Utc>>,
@@ -24,7 +24,7 @@ pub struct AggregateStatus {
     pub lag_seconds: Option<f64>,
 }
 
-#[derive(Clone, Debug, sea_orm::FromQueryResult)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct JobStatus {
     pub job_id: i32,
     pub kind: String,

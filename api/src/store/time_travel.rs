@@ -42,7 +42,7 @@ pub struct WorkflowState {
 }
 
 /// One node seen in the session up to `at`: its counts and the `seq` of the traces and event that describe it.
-#[derive(sea_orm::FromQueryResult)]
+#[derive(sqlx::FromRow)]
 struct NodeRow {
     node: String,
     input_count: i64,
@@ -150,7 +150,8 @@ impl Store {
         let (s, q) = (sql.bind(session_id), sql.bind(seqs));
         // flow_traces_session_seq_idx (session_id, seq).
         sql.push(&format!("{s} AND seq = ANY({q})"));
-        Ok(self.trace_rows(sql).await?.into_iter().map(|t| (t.seq, t)).collect())
+        let rows: Vec<trace::Model> = self.all(sql).await?;
+        Ok(rows.into_iter().map(|t| (t.seq, t)).collect())
     }
 }
 
@@ -186,7 +187,7 @@ pub struct TimelineBucket {
     pub active_nodes: i64,
 }
 
-#[derive(sea_orm::FromQueryResult)]
+#[derive(sqlx::FromRow)]
 struct TimelineRow {
     bucket: DateTime<Utc>,
     trace_count: Option<i64>,

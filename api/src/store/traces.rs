@@ -1,12 +1,7 @@
 //! Reading traces: by session or workflow, in `(timestamp, seq)` order.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use entity::trace;
-use sea_orm::{DbErr, FromQueryResult, QueryResult, RuntimeErr};
-use sqlx::Row;
-use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use super::cursor::{Page, PageOf, TraceKey, finish, keyset};
@@ -30,60 +25,6 @@ pub const TRACE_COLUMNS: &str = "id, timestamp, seq, session_id, workflow_id, du
     target_node_id, target_node_name, target_node_type, target_port_id, target_port_name, target_port_type,
     data_payload, data_size, data_type, data_preview, error_message, error_code, error_stack,
     graph_id, graph_name, parent_trace_id, depth";
-
-/// A row of `TRACE_COLUMNS`, decoded by sqlx straight from the PostgreSQL row. SeaORM's derived decoding builds a
-/// column-name string for every cell and formats an error message for every NULL (most trace columns are optional):
-/// on a page of 100 traces that was a fifth of the server's CPU.
-pub(crate) struct TraceRow(pub trace::Model);
-
-impl FromQueryResult for TraceRow {
-    fn from_query_result(res: &QueryResult, _pre: &str) -> Result<Self, DbErr> {
-        let row = res.try_as_pg_row().ok_or_else(|| DbErr::Type("a trace row from a non-PostgreSQL result".into()))?;
-        decode_trace(row).map(TraceRow).map_err(|e| DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))))
-    }
-}
-
-fn decode_trace(row: &PgRow) -> Result<trace::Model, sqlx::Error> {
-    Ok(trace::Model {
-        id: row.try_get("id")?,
-        timestamp: row.try_get("timestamp")?,
-        seq: row.try_get("seq")?,
-        session_id: row.try_get("session_id")?,
-        workflow_id: row.try_get("workflow_id")?,
-        duration: row.try_get("duration")?,
-        status: row.try_get("status")?,
-        source_node_id: row.try_get("source_node_id")?,
-        source_node_name: row.try_get("source_node_name")?,
-        source_node_type: row.try_get("source_node_type")?,
-        source_port_id: row.try_get("source_port_id")?,
-        source_port_name: row.try_get("source_port_name")?,
-        source_port_type: row.try_get("source_port_type")?,
-        target_node_id: row.try_get("target_node_id")?,
-        target_node_name: row.try_get("target_node_name")?,
-        target_node_type: row.try_get("target_node_type")?,
-        target_port_id: row.try_get("target_port_id")?,
-        target_port_name: row.try_get("target_port_name")?,
-        target_port_type: row.try_get("target_port_type")?,
-        data_payload: row.try_get("data_payload")?,
-        data_size: row.try_get("data_size")?,
-        data_type: row.try_get("data_type")?,
-        data_preview: row.try_get("data_preview")?,
-        error_message: row.try_get("error_message")?,
-        error_code: row.try_get("error_code")?,
-        error_stack: row.try_get("error_stack")?,
-        graph_id: row.try_get("graph_id")?,
-        graph_name: row.try_get("graph_name")?,
-        parent_trace_id: row.try_get("parent_trace_id")?,
-        depth: row.try_get("depth")?,
-    })
-}
-
-impl Store {
-    /// Traces selected with `TRACE_COLUMNS`.
-    pub(crate) async fn trace_rows(&self, sql: Sql) -> StoreResult<Vec<trace::Model>> {
-        Ok(self.all::<TraceRow>(sql).await?.into_iter().map(|r| r.0).collect())
-    }
-}
 
 impl TraceFilter {
     pub fn validate(&self) -> StoreResult<()> {
@@ -137,7 +78,7 @@ impl Store {
         let mut sql = Sql::new(&format!("SELECT {TRACE_COLUMNS} FROM flow_traces WHERE TRUE"));
         filter.push(&mut sql);
         keyset(&mut sql, ("timestamp", "seq"), page, false);
-        Ok(finish(self.trace_rows(sql).await?, page))
+        Ok(finish(self.all(sql).await?, page))
     }
 
     pub async fn count_traces(&self, filter: &TraceFilter) -> StoreResult<i64> {
@@ -148,7 +89,7 @@ impl Store {
     }
 
     pub(crate) async fn count(&self, sql: Sql) -> StoreResult<i64> {
-        #[derive(sea_orm::FromQueryResult)]
+        #[derive(sqlx::FromRow)]
         struct Count {
             n: i64,
         }
