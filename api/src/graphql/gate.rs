@@ -32,7 +32,7 @@ const CACHEABLE_QUERY_BYTES: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct Gate {
     schema: FlowSchema,
-    documents: Arc<Mutex<LruCache<String, ExecutableDocument>>>,
+    documents: Arc<Mutex<LruCache<String, Arc<ExecutableDocument>>>>,
 }
 
 impl Gate {
@@ -44,14 +44,13 @@ impl Gate {
     /// are not kept: the error comes from parsing them again.
     fn parse<'r>(&self, request: &'r mut Request) -> Result<&'r ExecutableDocument, ServerError> {
         if request.query.len() <= CACHEABLE_QUERY_BYTES {
-            let mut documents = self.documents.lock().unwrap_or_else(|e| e.into_inner());
-            match documents.get(&request.query) {
-                Some(document) => request.set_parsed_query(document.clone()),
+            // The lock is held only to look up or insert; the document is cloned and parsed outside it.
+            let cached = self.documents.lock().unwrap_or_else(|e| e.into_inner()).get(&request.query).cloned();
+            match cached {
+                Some(document) => request.set_parsed_query(ExecutableDocument::clone(&document)),
                 None => {
-                    drop(documents);
-                    let document = request.parsed_query()?.clone();
-                    let mut documents = self.documents.lock().unwrap_or_else(|e| e.into_inner());
-                    documents.insert(request.query.clone(), document);
+                    let document = Arc::new(request.parsed_query()?.clone());
+                    self.documents.lock().unwrap_or_else(|e| e.into_inner()).insert(request.query.clone(), document);
                 }
             }
         }
