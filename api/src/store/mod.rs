@@ -145,11 +145,17 @@ impl Store {
         decode(self.orm.query_all_raw(sql.statement()).await?)
     }
 
-    /// `all` without parallel workers, for small frequent reads: each parallel worker is a new process that loads
-    /// TimescaleDB and the chunk catalog, which costs far more than a small indexed read over many chunks.
+    /// `all` for small frequent reads of one shape (live reads by cursor), which run best on a generic plan without
+    /// parallel workers. Each parallel worker is a new process that loads TimescaleDB and the chunk catalog, which
+    /// costs far more than a small indexed read over many chunks. A custom plan is planned anew over every chunk on
+    /// every read (about 2 ms on 10 M traces in 11 chunks); the cursor cannot exclude chunks by time, so the generic
+    /// plan, planned once per connection, is the same plan for 0.02 ms.
     async fn all_serial<M: Row>(&self, sql: Sql) -> StoreResult<Vec<M>> {
         let txn = self.orm.begin().await?;
-        txn.execute_unprepared("SET LOCAL max_parallel_workers_per_gather = 0").await?;
+        txn.execute_unprepared(
+            "SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL plan_cache_mode = force_generic_plan",
+        )
+        .await?;
         let rows = txn.query_all_raw(sql.statement()).await?;
         txn.commit().await?;
         decode(rows)
