@@ -6,6 +6,7 @@ pub mod events;
 pub mod gate;
 pub mod health;
 pub mod live;
+pub mod one_pass;
 pub mod pagination;
 pub mod sessions;
 pub mod time_travel;

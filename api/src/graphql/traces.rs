@@ -1,11 +1,19 @@
 //! Traces: `traces`, `recordTraces`, and the `Trace` type.
 
+use std::borrow::Cow;
+
 use async_graphql::connection::{Connection, EmptyFields};
-use async_graphql::{Context, InputObject, Json, Object, SimpleObject};
+use async_graphql::parser::types::Field;
+use async_graphql::registry::Registry;
+use async_graphql::{
+    Context, ContextSelectionSet, InputObject, InputType, Json, Object, OutputType, Positioned, ServerResult,
+    SimpleObject, Value,
+};
 use chrono::{DateTime, Utc};
 use entity::trace;
 use uuid::Uuid;
 
+use super::one_pass::{self, OnePass};
 use super::pagination::{PageArgs, connection};
 use super::{limits, store};
 use crate::domain::TraceStatus;
@@ -14,7 +22,8 @@ use crate::store::cursor::{CursorKey, SeqKey, TraceKey};
 use crate::store::ingest::{NewTrace, NodeRef, Recorded};
 use crate::store::traces::TraceFilter;
 
-/// Data passed along one connection of the workflow graph.
+/// Data passed along one connection of the workflow graph. Resolved in one pass (see `one_pass`): a page holds
+/// hundreds of traces and each field is a plain value of the row. `TraceType` declares it to the schema.
 pub struct Trace(pub trace::Model);
 
 /// The cursor of a trace row, shared by the `traces` query and subscription.
@@ -61,8 +70,148 @@ impl TraceError {
     }
 }
 
-#[Object]
-impl Trace {
+impl OutputType for Trace {
+    fn type_name() -> Cow<'static, str> {
+        TraceType::type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        TraceType::create_type_info(registry)
+    }
+
+    async fn resolve(&self, ctx: &ContextSelectionSet<'_>, _field: &Positioned<Field>) -> ServerResult<Value> {
+        one_pass::resolve(ctx, self)
+    }
+}
+
+impl OnePass for Trace {
+    const TYPE_NAME: &'static str = "Trace";
+
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        let m = &self.0;
+        Ok(match field.node.name.node.as_str() {
+            "id" => m.id.to_value(),
+            "sessionId" => m.session_id.to_value(),
+            "workflowId" => m.workflow_id.to_value(),
+            "timestamp" => m.timestamp.to_value(),
+            "duration" => m.duration.to_value(),
+            "status" => status(m).to_value(),
+            "source" => one_pass::nested(ctx, field, &Port::source(m))?,
+            "target" => one_pass::nested(ctx, field, &Port::target(m))?,
+            "data" => one_pass::nested(ctx, field, &DataOf(m))?,
+            "error" => match m.error_message {
+                Some(_) => one_pass::nested(ctx, field, &ErrorOf(m))?,
+                None => Value::Null,
+            },
+            "graphId" => m.graph_id.to_value(),
+            "graphName" => m.graph_name.to_value(),
+            "parentTraceId" => m.parent_trace_id.to_value(),
+            "depth" => m.depth.to_value(),
+            "seq" => Value::String(m.seq.to_string()),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
+fn status(m: &trace::Model) -> TraceStatus {
+    TraceStatus::parse(&m.status).unwrap_or(TraceStatus::Success)
+}
+
+/// `Trace.source` or `Trace.target` of a row, borrowed.
+struct Port<'a> {
+    node_id: &'a String,
+    node_name: &'a Option<String>,
+    node_type: &'a Option<String>,
+    port_id: &'a Option<String>,
+    port_name: &'a Option<String>,
+    port_type: &'a Option<String>,
+}
+
+impl Port<'_> {
+    fn source(m: &trace::Model) -> Port<'_> {
+        Port {
+            node_id: &m.source_node_id,
+            node_name: &m.source_node_name,
+            node_type: &m.source_node_type,
+            port_id: &m.source_port_id,
+            port_name: &m.source_port_name,
+            port_type: &m.source_port_type,
+        }
+    }
+
+    fn target(m: &trace::Model) -> Port<'_> {
+        Port {
+            node_id: &m.target_node_id,
+            node_name: &m.target_node_name,
+            node_type: &m.target_node_type,
+            port_id: &m.target_port_id,
+            port_name: &m.target_port_name,
+            port_type: &m.target_port_type,
+        }
+    }
+}
+
+impl OnePass for Port<'_> {
+    const TYPE_NAME: &'static str = "NodeRef";
+
+    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        Ok(match field.node.name.node.as_str() {
+            "nodeId" => self.node_id.to_value(),
+            "nodeName" => self.node_name.to_value(),
+            "nodeType" => self.node_type.to_value(),
+            "portId" => self.port_id.to_value(),
+            "portName" => self.port_name.to_value(),
+            "portType" => self.port_type.to_value(),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
+/// `Trace.data` of a row.
+struct DataOf<'a>(&'a trace::Model);
+
+impl OnePass for DataOf<'_> {
+    const TYPE_NAME: &'static str = "TraceData";
+
+    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        let m = self.0;
+        Ok(match field.node.name.node.as_str() {
+            // As `Json` resolves: the payload serialised into a GraphQL value.
+            "payload" => {
+                m.data_payload.as_ref().map_or(Value::Null, |p| async_graphql::to_value(p).unwrap_or_default())
+            }
+            "size" => m.data_size.to_value(),
+            "type" => m.data_type.to_value(),
+            "preview" => m.data_preview.to_value(),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
+/// `Trace.error` of a row that has one.
+struct ErrorOf<'a>(&'a trace::Model);
+
+impl OnePass for ErrorOf<'_> {
+    const TYPE_NAME: &'static str = "TraceError";
+
+    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        let m = self.0;
+        Ok(match field.node.name.node.as_str() {
+            "message" => m.error_message.to_value(),
+            "code" => m.error_code.to_value(),
+            "stack" => m.error_stack.to_value(),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
+/// The schema's declaration of `Trace` (its fields, their types and descriptions), and the reference the one-pass
+/// resolution is tested against: a test runs both over the same rows and queries and compares the answers.
+pub struct TraceType(pub trace::Model);
+
+/// Data passed along one connection of the workflow graph.
+#[Object(name = "Trace")]
+impl TraceType {
     async fn id(&self) -> Uuid {
         self.0.id
     }
@@ -80,7 +229,7 @@ impl Trace {
         self.0.duration
     }
     async fn status(&self) -> TraceStatus {
-        TraceStatus::parse(&self.0.status).unwrap_or(TraceStatus::Success)
+        status(&self.0)
     }
     async fn source(&self) -> NodeRefOut {
         let m = &self.0;
@@ -305,5 +454,182 @@ impl TracesMutation {
     ) -> async_graphql::Result<RecordResult> {
         let traces = traces.into_iter().map(NewTrace::from).collect();
         store(ctx).record_traces(limits(ctx), session_id, traces).await.gql().map(RecordResult::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The one-pass `Trace` must answer every query exactly as the derived `TraceType` does.
+
+    use async_graphql::{EmptyMutation, EmptySubscription, Request, Schema, Variables};
+    use serde_json::{Value as JsonValue, json};
+
+    use super::*;
+
+    struct Rows(Vec<trace::Model>);
+
+    #[Object]
+    impl Rows {
+        async fn declared(&self) -> Vec<TraceType> {
+            self.0.iter().cloned().map(TraceType).collect()
+        }
+        async fn resolved(&self) -> Vec<Trace> {
+            self.0.iter().cloned().map(Trace).collect()
+        }
+    }
+
+    fn rows() -> Vec<trace::Model> {
+        let at = DateTime::from_timestamp(1_795_000_000, 123_456_000).unwrap();
+        let full = trace::Model {
+            id: Uuid::from_u128(1),
+            timestamp: at,
+            seq: 9_007_199_254_740_993,
+            session_id: Uuid::from_u128(2),
+            workflow_id: "wf".into(),
+            duration: Some(12.5),
+            status: "ERROR".into(),
+            source_node_id: "a".into(),
+            source_node_name: Some("A".into()),
+            source_node_type: Some("http".into()),
+            source_port_id: Some("out".into()),
+            source_port_name: Some("Out".into()),
+            source_port_type: Some("json".into()),
+            target_node_id: "b".into(),
+            target_node_name: Some("B".into()),
+            target_node_type: Some("map".into()),
+            target_port_id: Some("in".into()),
+            target_port_name: Some("In".into()),
+            target_port_type: Some("json".into()),
+            data_payload: Some(json!({ "n": 1, "f": 0.25, "s": "x", "l": [true, null, { "deep": -3 }] })),
+            data_size: Some(64),
+            data_type: Some("object".into()),
+            data_preview: Some("{n: 1}".into()),
+            error_message: Some("boom".into()),
+            error_code: Some("E1".into()),
+            error_stack: Some("at b".into()),
+            graph_id: "main".into(),
+            graph_name: Some("Main".into()),
+            parent_trace_id: Some(Uuid::from_u128(3)),
+            depth: 2,
+        };
+        let bare = trace::Model {
+            id: Uuid::from_u128(4),
+            seq: 5,
+            duration: None,
+            status: "WARNING".into(),
+            source_node_name: None,
+            source_node_type: None,
+            source_port_id: None,
+            source_port_name: None,
+            source_port_type: None,
+            target_node_name: None,
+            target_node_type: None,
+            target_port_id: None,
+            target_port_name: None,
+            target_port_type: None,
+            data_payload: None,
+            data_size: None,
+            data_type: None,
+            data_preview: None,
+            error_message: None,
+            error_code: None,
+            error_stack: None,
+            graph_name: None,
+            parent_trace_id: None,
+            depth: 0,
+            ..full.clone()
+        };
+        vec![full, bare]
+    }
+
+    fn schema() -> Schema<Rows, EmptyMutation, EmptySubscription> {
+        Schema::new(Rows(rows()), EmptyMutation, EmptySubscription)
+    }
+
+    async fn run(schema: &Schema<Rows, EmptyMutation, EmptySubscription>, query: &str, vars: JsonValue) -> JsonValue {
+        let response = schema.execute(Request::new(query).variables(Variables::from_json(vars))).await;
+        assert!(response.errors.is_empty(), "{query}: {:?}", response.errors);
+        response.data.into_json().unwrap()
+    }
+
+    /// Every field of `Trace` and of the objects under it, read from the schema itself, so a field added to the
+    /// declaration and not to the one-pass resolution fails here.
+    async fn every_field(schema: &Schema<Rows, EmptyMutation, EmptySubscription>) -> String {
+        let fields = |name: &str| {
+            format!(
+                r#"{{ __type(name: "{name}") {{ fields {{ name type {{ name ofType {{ name kind }} kind }} }} }} }}"#
+            )
+        };
+        let mut selection = Vec::new();
+        for field in run(schema, &fields("Trace"), json!({})).await["__type"]["fields"].as_array().unwrap() {
+            let ty = &field["type"];
+            let (kind, name) = match ty["kind"].as_str() {
+                Some("NON_NULL") => (&ty["ofType"]["kind"], &ty["ofType"]["name"]),
+                _ => (&ty["kind"], &ty["name"]),
+            };
+            let mut item = field["name"].as_str().unwrap().to_owned();
+            if kind == "OBJECT" {
+                let inner = run(schema, &fields(name.as_str().unwrap()), json!({})).await;
+                let names: Vec<&str> =
+                    inner["__type"]["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+                item = format!("{item} {{ {} }}", names.join(" "));
+            }
+            selection.push(item);
+        }
+        selection.join(" ")
+    }
+
+    #[tokio::test]
+    async fn one_pass_traces_answer_as_the_derived_resolvers_do() {
+        let schema = schema();
+        let all = every_field(&schema).await;
+        assert!(all.contains("source { nodeId") && all.contains("error { message"), "{all}");
+        let fragments = "fragment T on Trace { duration depth parentTraceId source { ...N } } \
+                         fragment N on NodeRef { nodeType portName } fragment E on TraceError { code stack }";
+        // (variables, selection, fragments) of each query.
+        let shapes = [
+            ("", all.clone(), ""),
+            // Aliases, __typename at every level, a key asked twice merges its sub-selections.
+            (
+                "",
+                "__typename a: id b: id ts: timestamp source { nodeId __typename } source { portId nodeId } \
+                 data { __typename payload } data { size }"
+                    .into(),
+                "",
+            ),
+            // Named and inline fragments, with and without a type condition, nested.
+            (
+                "",
+                "...T ... on Trace { seq error { ...E } } ... { graphId target { ... on NodeRef { nodeName } } }"
+                    .into(),
+                fragments,
+            ),
+            // @skip and @include by variable.
+            (
+                "($yes: Boolean!, $no: Boolean!)",
+                "id seq @skip(if: $yes) status @include(if: $yes) data @skip(if: $yes) { payload } \
+                 source @include(if: $no) { nodeId }"
+                    .into(),
+                "",
+            ),
+        ];
+        for (variables, shape, fragments) in shapes {
+            let query = format!("query{variables} {{ declared {{ {shape} }} resolved {{ {shape} }} }} {fragments}");
+            let data = run(&schema, &query, json!({ "yes": true, "no": false })).await;
+            assert_eq!(data["resolved"], data["declared"], "{shape}");
+            assert_eq!(data["resolved"].as_array().map(Vec::len), Some(2), "{shape}");
+        }
+
+        let data = run(&schema, &format!("{{ resolved {{ {all} }} }}"), json!({})).await;
+        let full = &data["resolved"][0];
+        assert_eq!(full["seq"], "9007199254740993");
+        assert_eq!(full["status"], "ERROR");
+        assert_eq!(full["data"]["payload"]["l"][2]["deep"], -3);
+        assert_eq!(full["error"]["code"], "E1");
+        assert_eq!(full["source"]["portType"], "json");
+        let bare = &data["resolved"][1];
+        assert_eq!(bare["error"], JsonValue::Null);
+        assert_eq!(bare["duration"], JsonValue::Null);
+        assert_eq!(bare["status"], "WARNING");
     }
 }
