@@ -145,15 +145,17 @@ impl Store {
         decode(self.orm.query_all_raw(sql.statement()).await?)
     }
 
-    /// `all` for small frequent reads of one shape (live reads by cursor), which run best on a generic plan without
-    /// parallel workers. Each parallel worker is a new process that loads TimescaleDB and the chunk catalog, which
-    /// costs far more than a small indexed read over many chunks. A custom plan is planned anew over every chunk on
-    /// every read (about 2 ms on 10 M traces in 11 chunks); the cursor cannot exclude chunks by time, so the generic
-    /// plan, planned once per connection, is the same plan for 0.02 ms.
+    /// `all` for small frequent reads of one shape (live reads by cursor), which run best on a generic plan, without
+    /// parallel workers and without JIT. A custom plan is planned anew over every chunk on every read (about 2 ms on
+    /// 10 M traces in 11 chunks); the cursor cannot exclude chunks by time, so the generic plan, planned once per
+    /// connection, is the same plan for 0.02 ms. A generic plan's cost is estimated without the cursor and can pass
+    /// `jit_above_cost`: JIT then compiles on every read (25 ms seen) a query that runs in 0.5 ms. And each parallel
+    /// worker is a new process that loads TimescaleDB and the chunk catalog, far more than a small indexed read costs.
     async fn all_serial<M: Row>(&self, sql: Sql) -> StoreResult<Vec<M>> {
         let txn = self.orm.begin().await?;
         txn.execute_unprepared(
-            "SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL plan_cache_mode = force_generic_plan",
+            "SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off; \
+             SET LOCAL plan_cache_mode = force_generic_plan",
         )
         .await?;
         let rows = txn.query_all_raw(sql.statement()).await?;
