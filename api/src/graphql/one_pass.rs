@@ -22,7 +22,7 @@ pub trait OnePass {
     const TYPE_NAME: &'static str;
 
     /// The value of one selected field, by its schema name. Validation has already refused names the type lacks;
-    /// a nested object resolves its own selection with `resolve(&ctx.with_selection_set(..), ..)`.
+    /// a nested object resolves its own selection with `nested`.
     fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value>;
 }
 

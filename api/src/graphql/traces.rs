@@ -151,6 +151,19 @@ impl Port<'_> {
     }
 }
 
+impl From<Port<'_>> for NodeRefOut {
+    fn from(p: Port<'_>) -> NodeRefOut {
+        NodeRefOut {
+            node_id: p.node_id.clone(),
+            node_name: p.node_name.clone(),
+            node_type: p.node_type.clone(),
+            port_id: p.port_id.clone(),
+            port_name: p.port_name.clone(),
+            port_type: p.port_type.clone(),
+        }
+    }
+}
+
 impl OnePass for Port<'_> {
     const TYPE_NAME: &'static str = "NodeRef";
 
@@ -232,26 +245,10 @@ impl TraceType {
         status(&self.0)
     }
     async fn source(&self) -> NodeRefOut {
-        let m = &self.0;
-        NodeRefOut {
-            node_id: m.source_node_id.clone(),
-            node_name: m.source_node_name.clone(),
-            node_type: m.source_node_type.clone(),
-            port_id: m.source_port_id.clone(),
-            port_name: m.source_port_name.clone(),
-            port_type: m.source_port_type.clone(),
-        }
+        Port::source(&self.0).into()
     }
     async fn target(&self) -> NodeRefOut {
-        let m = &self.0;
-        NodeRefOut {
-            node_id: m.target_node_id.clone(),
-            node_name: m.target_node_name.clone(),
-            node_type: m.target_node_type.clone(),
-            port_id: m.target_port_id.clone(),
-            port_name: m.target_port_name.clone(),
-            port_type: m.target_port_type.clone(),
-        }
+        Port::target(&self.0).into()
     }
     async fn data(&self) -> TraceData {
         let m = &self.0;
