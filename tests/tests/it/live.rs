@@ -220,6 +220,39 @@ async fn killing_the_listen_connection_mid_ingest_loses_nothing() {
     );
 }
 
+/// Live reads run on plans cached per connection (see `Store::all_serial`): traces that land in chunks created after
+/// those plans were made must still be read.
+#[tokio::test]
+async fn live_reads_see_chunks_created_after_their_plans_were_cached() {
+    let app = TestApp::start(Kind::Default).await;
+    let s = session(&app, "wf-chunks", 0).await;
+    let mut client = WsClient::connect(&app.base, TRANSPORT_WS, json!({})).await;
+    client.subscribe(TRACES_SUB, json!({ "s": s })).await;
+    // Many small commits, so the read's plan is cached on several of the pool's connections.
+    for i in 0..20 {
+        let t = trace(i, "SUCCESS", "a", "b");
+        record(&app, s, vec![t.clone()]).await;
+        assert_eq!(ids_of(&client.take(1).await), vec![t["id"].as_str().expect("id").to_owned()]);
+    }
+    let chunks = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM show_chunks('flow_traces')")
+            .fetch_one(app.db.store.pool())
+            .await
+            .expect("chunks")
+    };
+    let before = if app.db.timescaledb { chunks().await } else { 0 };
+    // One day apart: a new daily chunk each (the default chunk interval of flow_traces).
+    for day in 1..=3 {
+        let t = trace(day * 86_400, "SUCCESS", "a", "b");
+        record(&app, s, vec![t.clone()]).await;
+        assert_eq!(ids_of(&client.take(1).await), vec![t["id"].as_str().expect("id").to_owned()], "day {day}");
+    }
+    if app.db.timescaledb {
+        assert_eq!(chunks().await, before + 3, "each day's trace made a chunk");
+    }
+    client.assert_quiet(Duration::from_millis(300)).await;
+}
+
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_still_gets_everything_later() {
     let app = TestApp::start(Kind::Default).await;
