@@ -9,7 +9,8 @@
 //! What the walk must do is what `async_graphql::resolver_utils::Fields::add_set` does for an object type that
 //! implements no interfaces: fields under their response keys (aliases), `__typename`, named and inline fragments
 //! whose type condition is this type (or absent), and the merging of repeated keys. `@skip` and `@include` are
-//! already applied to the document before execution, and no other directive exists in this schema.
+//! already applied to the document before execution, and no other directive exists in this schema. Per-field hooks
+//! of async-graphql extensions do not run for these fields; the schema installs none (see `gate`).
 
 use async_graphql::indexmap::IndexMap;
 use async_graphql::indexmap::map::Entry;
