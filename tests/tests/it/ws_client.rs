@@ -5,6 +5,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -44,7 +45,7 @@ impl WsClient {
         let mut client = Self::open(base, protocol).await;
         client.send(json!({ "type": "connection_init", "payload": payload })).await;
         loop {
-            let message = client.recv(Duration::from_secs(10)).await.expect("connection_ack");
+            let message = client.recv(Instant::now() + Duration::from_secs(10)).await.expect("connection_ack");
             match message["type"].as_str() {
                 Some("connection_ack") => return client,
                 Some("ka") | Some("ping") | Some("pong") => continue,
@@ -57,10 +58,11 @@ impl WsClient {
         self.ws.send(Message::Text(message.to_string().into())).await.expect("send");
     }
 
-    /// Next protocol message, answering pings; `None` when the socket closed or nothing came in time.
-    async fn recv(&mut self, wait: Duration) -> Option<Value> {
+    /// Next protocol message, answering pings; `None` when the socket closed or nothing came by `deadline` (pings and
+    /// keep-alives do not extend it).
+    async fn recv(&mut self, deadline: Instant) -> Option<Value> {
         loop {
-            let frame = tokio::time::timeout(wait, self.ws.next()).await.ok()??;
+            let frame = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
             match frame {
                 Ok(Message::Text(text)) => {
                     let message: Value = serde_json::from_str(&text).expect("JSON message");
@@ -95,8 +97,9 @@ impl WsClient {
 
     /// The next subscription event, or `None` if nothing arrives within `wait`.
     pub async fn next_event(&mut self, wait: Duration) -> Option<Event> {
+        let deadline = Instant::now() + wait;
         loop {
-            let message = self.recv(wait).await?;
+            let message = self.recv(deadline).await?;
             return Some(match message["type"].as_str() {
                 Some("next") | Some("data") => {
                     let payload = &message["payload"];
