@@ -1,6 +1,7 @@
 //! Subscriptions: traces and events as they are committed (resumable by cursor), session lifecycle updates, and
 //! replay of stored traces at their original pace.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use async_graphql::connection::{Edge, EmptyFields};
 use async_graphql::{Context, Subscription as SubscriptionObject};
 use chrono::{DateTime, Utc};
 use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use super::events::TraceEvent;
@@ -16,7 +18,7 @@ use super::store;
 use super::traces::{Trace, trace_cursor};
 use crate::domain::EventType;
 use crate::error::{Gql, bad_input};
-use crate::live::{Live, Topic, wait_for};
+use crate::live::{Live, SAFETY_POLL, Signal, Topic, Wakeup, wait_for};
 use crate::store::cursor::{CursorKey, Page, SeqKey, TraceKey};
 use crate::store::live::Follow;
 use crate::store::traces::TraceFilter;
@@ -39,6 +41,12 @@ fn live<'a>(ctx: &Context<'a>) -> &'a Live {
 
 #[derive(Default)]
 pub struct Subscription;
+
+/// What woke a `sessionUpdates` subscriber.
+enum Next {
+    Notified(Wakeup),
+    CatchUp,
+}
 
 #[SubscriptionObject(name = "Subscription")]
 impl Subscription {
@@ -154,33 +162,86 @@ impl Subscription {
         })
     }
 
-    /// Sessions of a workflow (or all) as they start and end (completed, failed, cancelled).
+    /// Sessions of a workflow (or all) as they start and end (completed, failed, cancelled), each change once. A
+    /// change the server was not notified of (while it reconnects to the database) arrives late, not never.
     async fn session_updates(
         &self,
         ctx: &Context<'_>,
         workflow_id: Option<String>,
-    ) -> impl Stream<Item = Session> + use<> {
+    ) -> async_graphql::Result<impl Stream<Item = Session> + use<>> {
         let store = store(ctx).clone();
+        // The mark before the subscription: a change committed in between is read by the first catch-up.
+        let mut mark = store.change_mark().await.gql()?;
         let mut signals = live(ctx).subscribe(workflow_id.clone().map_or(Topic::All, Topic::Workflow));
         let guard = SubscriberGauge::new("sessionUpdates");
-        async_stream::stream! {
+        Ok(async_stream::stream! {
             let _guard = guard;
+            // Changes delivered since the last catch-up (notified, or read by it), so none goes out twice. A catch-up
+            // every SAFETY_POLL also catches what a notification alone would miss, and keeps this set small.
+            let mut delivered: HashSet<i64> = HashSet::new();
+            let mut poll = tokio::time::interval(SAFETY_POLL);
+            poll.tick().await;
             loop {
-                let signal = signals.recv().await;
-                let wakeup = match signal {
-                    Ok(crate::live::Signal::Wakeup(w)) => w,
-                    Ok(crate::live::Signal::Resync) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                let next = tokio::select! {
+                    signal = signals.recv() => match signal {
+                        Ok(Signal::Wakeup(w)) => Next::Notified(w),
+                        Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => Next::CatchUp,
+                        Err(RecvError::Closed) => break,
+                    },
+                    _ = poll.tick() => Next::CatchUp,
                 };
-                if wakeup.kind != "session" || workflow_id.as_ref().is_some_and(|w| *w != wakeup.workflow_id) {
-                    continue;
-                }
-                if let Ok(Some(session)) = store.session(wakeup.session_id).await {
-                    yield Session(session);
+                match next {
+                    Next::Notified(w) => {
+                        let ours = w.kind == "session" && workflow_id.as_ref().is_none_or(|id| *id == w.workflow_id);
+                        if !ours || delivered.contains(&w.seq) {
+                            continue;
+                        }
+                        // A failed read is not marked delivered: the next catch-up reads the change again.
+                        if let Ok(found) = store.session(w.session_id).await {
+                            delivered.insert(w.seq);
+                            if let Some(session) = found {
+                                yield Session(session);
+                            }
+                        }
+                    }
+                    Next::CatchUp => {
+                        let (changes, next_mark) = match store.session_changes_since(&mark, workflow_id.as_deref()).await {
+                            Ok(read) => read,
+                            Err(err) => {
+                                retry_pause(&err).await;
+                                continue;
+                            }
+                        };
+                        let mut complete = true;
+                        for change in &changes {
+                            if delivered.contains(&change.seq) {
+                                continue;
+                            }
+                            match store.session(change.session_id).await {
+                                Ok(found) => {
+                                    delivered.insert(change.seq);
+                                    if let Some(session) = found {
+                                        yield Session(session);
+                                    }
+                                }
+                                Err(err) => {
+                                    // Keep the old mark: the next catch-up reads the rest again.
+                                    retry_pause(&err).await;
+                                    complete = false;
+                                    break;
+                                }
+                            }
+                        }
+                        if complete {
+                            // Everything the new mark saw is delivered; later catch-ups never return it again, and
+                            // only notifications still queued for it need the set.
+                            mark = next_mark;
+                            delivered = changes.iter().map(|c| c.seq).collect();
+                        }
+                    }
                 }
             }
-        }
+        })
     }
 
     /// Plays a session's stored traces in `[from, to]` back with their original spacing divided by `speed`

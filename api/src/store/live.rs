@@ -106,4 +106,46 @@ impl Store {
         let _permit = self.live_reads.acquire().await.map_err(|_| StoreError::Unavailable("shutting down".into()))?;
         self.all_serial(sql).await
     }
+
+    /// Where a `sessionUpdates` subscriber starts: the current snapshot, as text.
+    pub async fn change_mark(&self) -> StoreResult<String> {
+        Ok(sqlx::query_scalar("SELECT pg_current_snapshot()::text").fetch_one(&self.pool).await?)
+    }
+
+    /// Session starts and ends committed after `mark` (a snapshot from `change_mark` or from here), of one workflow or
+    /// all, by `seq`; and the snapshot they were read in, which is the next mark. Exactly the changes that `mark` did
+    /// not see and this read does: uses flow_session_changes_xid_idx (every transaction `mark` did not see has an id
+    /// at or above its xmin).
+    pub async fn session_changes_since(
+        &self,
+        mark: &str,
+        workflow_id: Option<&str>,
+    ) -> StoreResult<(Vec<SessionChange>, String)> {
+        let rows: Vec<(String, Option<i64>, Option<Uuid>)> = sqlx::query_as(
+            "WITH changes AS (
+                SELECT seq, session_id FROM flow_session_changes
+                WHERE xid >= pg_snapshot_xmin($1::pg_snapshot) AND NOT pg_visible_in_snapshot(xid, $1::pg_snapshot)
+                    AND ($2::text IS NULL OR workflow_id = $2)
+             )
+             SELECT pg_current_snapshot()::text, changes.seq, changes.session_id
+             FROM (SELECT 1) one LEFT JOIN changes ON true ORDER BY changes.seq",
+        )
+        .bind(mark)
+        .bind(workflow_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let next = rows.first().map(|r| r.0.clone()).unwrap_or_else(|| mark.to_owned());
+        let changes = rows
+            .into_iter()
+            .filter_map(|(_, seq, session_id)| Some(SessionChange { seq: seq?, session_id: session_id? }))
+            .collect();
+        Ok((changes, next))
+    }
+}
+
+/// One session start or end, as `flow_session_changes` holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionChange {
+    pub seq: i64,
+    pub session_id: Uuid,
 }

@@ -1,5 +1,5 @@
 //! Retention the server applies itself: every table in plain mode (no TimescaleDB policies there), and in both modes
-//! the per-minute node counts, which follow the traces' retention.
+//! the per-minute node counts, which follow the traces' retention, and the session change log (kept for a day).
 
 use std::time::Duration;
 
@@ -31,6 +31,11 @@ impl Store {
                 .await?
                 .rows_affected();
         }
+        // Only subscribers out of sync read the change log (see its migration); a day is far longer than that lasts.
+        deleted += sqlx::query("DELETE FROM flow_session_changes WHERE at < now() - INTERVAL '1 day'")
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         Ok(deleted)
     }
 }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use entity::session;
 use serde_json::Value as Json;
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::cursor::{Page, PageOf, SessionKey, finish, keyset};
@@ -87,7 +88,7 @@ impl Store {
             .bind(metadata)
             .execute(&mut *tx)
             .await?;
-            notify(&mut tx, "session", id, &new.workflow_id, 0).await?;
+            record_change(&mut tx, id, &new.workflow_id).await?;
         }
         tx.commit().await?;
         self.session(id).await?.ok_or_else(|| StoreError::Database(format!("session {id} vanished after insert")))
@@ -142,7 +143,7 @@ impl Store {
         if updated.rows_affected() == 0 {
             return Err(StoreError::BadInput(format!("session {id} was completed concurrently")));
         }
-        notify(&mut tx, "session", id, &current.workflow_id, 0).await?;
+        record_change(&mut tx, id, &current.workflow_id).await?;
         tx.commit().await?;
         self.session(id).await?.ok_or_else(|| StoreError::NotFound(format!("session {id} does not exist")))
     }
@@ -198,4 +199,15 @@ fn filter_sql(sql: &mut Sql, f: &SessionFilter) {
         let p = sql.bind(like_pattern(v));
         sql.push(&format!(" AND (workflow_name ILIKE {p} OR workflow_id ILIKE {p})"));
     }
+}
+
+/// A session started or ended: the change row `sessionUpdates` catches up from, and the wake-up carrying its `seq`.
+async fn record_change(tx: &mut Transaction<'_, Postgres>, session_id: Uuid, workflow_id: &str) -> StoreResult<()> {
+    let seq: i64 =
+        sqlx::query_scalar("INSERT INTO flow_session_changes (session_id, workflow_id) VALUES ($1, $2) RETURNING seq")
+            .bind(session_id)
+            .bind(workflow_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    notify(tx, "session", session_id, workflow_id, seq).await
 }

@@ -225,8 +225,21 @@ async fn policies_change_idempotently_and_plain_mode_deletes_expired_rows() {
     let mut recent = trace(0, "SUCCESS", "a", "b");
     recent["timestamp"] = json!((chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339());
     record(&plain, s, vec![old, recent.clone()]).await;
+    // The session's start is in the change log; one more change, two days old, is past its one-day retention.
+    sqlx::query(
+        "INSERT INTO flow_session_changes (session_id, workflow_id, at) VALUES ($1, 'ret', now() - INTERVAL '2 days')",
+    )
+    .bind(s)
+    .execute(plain.db.store.pool())
+    .await
+    .expect("old change");
     let deleted = plain.db.store.delete_expired(&migration::Policies::default(), true).await.expect("retention");
-    assert_eq!(deleted, 3, "only the trace past the 30-day retention and its two node-minute counts");
+    assert_eq!(deleted, 4, "only the trace past the 30-day retention, its two node-minute counts and the old change");
+    let changes: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_session_changes")
+        .fetch_one(plain.db.store.pool())
+        .await
+        .expect("changes");
+    assert_eq!(changes, 1, "the session's start stays in the change log");
     let minutes: i64 = sqlx::query_scalar("SELECT count(*) FROM flow_trace_node_minutes")
         .fetch_one(plain.db.store.pool())
         .await

@@ -301,6 +301,77 @@ async fn two_servers_on_one_database_each_deliver_every_trace() {
     assert_eq!(a.iter().collect::<HashSet<_>>().len(), 600);
 }
 
+/// Starts a session of `workflow` the way a lost notification looks to the server: stored with its change-log row,
+/// but no wake-up sent.
+async fn start_session_unannounced(app: &TestApp, workflow: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    let mut tx = app.db.store.pool().begin().await.expect("tx");
+    sqlx::query(
+        "INSERT INTO flow_trace_sessions (id, start_time, workflow_id, workflow_name) VALUES ($1, now(), $2, 'x')",
+    )
+    .bind(id)
+    .bind(workflow)
+    .execute(&mut *tx)
+    .await
+    .expect("session");
+    sqlx::query("INSERT INTO flow_session_changes (session_id, workflow_id) VALUES ($1, $2)")
+        .bind(id)
+        .bind(workflow)
+        .execute(&mut *tx)
+        .await
+        .expect("change");
+    tx.commit().await.expect("commit");
+    id
+}
+
+#[tokio::test]
+async fn session_updates_whose_notifications_were_lost_arrive_once() {
+    let app = TestApp::start(Kind::Default).await;
+    let mut of_workflow = WsClient::connect(&app.base, TRANSPORT_WS, json!({})).await;
+    of_workflow.subscribe("subscription { sessionUpdates(workflowId: \"wf-gap\") { id status } }", json!({})).await;
+    let mut of_all = WsClient::connect(&app.base, LEGACY_WS, json!({})).await;
+    of_all.subscribe("subscription { sessionUpdates { id status } }", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let a = session(&app, "wf-gap", 0).await;
+    let running = |id: Uuid| json!({ "sessionUpdates": { "id": id, "status": "RUNNING" } });
+    assert_eq!(of_workflow.next_data().await, running(a));
+    assert_eq!(of_all.next_data().await, running(a));
+
+    // Two starts nobody is told about: caught up within the safety poll, or sooner when the listener reconnects.
+    let b = start_session_unannounced(&app, "wf-gap").await;
+    let other = start_session_unannounced(&app, "wf-other").await;
+    let mut killed: i64 = 0;
+    for _ in 0..100 {
+        killed = sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_one(app.db.store.pool())
+        .await
+        .expect("terminate");
+        if killed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(killed, 1, "one LISTEN connection per process");
+    assert_eq!(of_workflow.next_data().await, running(b), "the missed start of this workflow");
+    let mut missed = vec![of_all.next_data().await, of_all.next_data().await];
+    missed.sort_by_key(|d| d["sessionUpdates"]["id"].as_str().map(str::to_owned));
+    let mut expected = vec![running(b), running(other)];
+    expected.sort_by_key(|d| d["sessionUpdates"]["id"].as_str().map(str::to_owned));
+    assert_eq!(missed, expected, "every missed start");
+
+    // Notified again once the listener is back; nothing delivered earlier comes twice.
+    app.ok("mutation($id: UUID!) { completeSession(id: $id, status: COMPLETED) { id } }", json!({ "id": a })).await;
+    let completed = json!({ "sessionUpdates": { "id": a, "status": "COMPLETED" } });
+    assert_eq!(of_workflow.next_data().await, completed);
+    assert_eq!(of_all.next_data().await, completed);
+    of_workflow.assert_quiet(Duration::from_millis(500)).await;
+    of_all.assert_quiet(Duration::from_millis(500)).await;
+}
+
 #[tokio::test]
 async fn events_session_updates_and_replay() {
     let app = TestApp::start(Kind::Default).await;
