@@ -183,6 +183,26 @@ async fn a_client_that_reconnects_with_its_last_cursor_misses_nothing() {
     assert_eq!(all, stored, "no gap, no repeat");
 }
 
+/// Terminates the server's LISTEN connection, waiting for it first: the listener connects in the background, and on a
+/// loaded machine it may not be listening yet.
+async fn kill_listener(app: &TestApp) {
+    let mut killed: i64 = 0;
+    for _ in 0..100 {
+        killed = sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_one(app.db.store.pool())
+        .await
+        .expect("terminate");
+        if killed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(killed, 1, "one LISTEN connection per process");
+}
+
 #[tokio::test]
 async fn killing_the_listen_connection_mid_ingest_loses_nothing() {
     let app = TestApp::start(Kind::Default).await;
@@ -192,22 +212,7 @@ async fn killing_the_listen_connection_mid_ingest_loses_nothing() {
     for round in 0..6 {
         record(&app, s, batch(round * 100, 100)).await;
         if round == 2 {
-            // The listener connects in the background: on a loaded machine it may not be listening yet.
-            let mut killed: i64 = 0;
-            for _ in 0..100 {
-                killed = sqlx::query_scalar(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                     WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
-                )
-                .fetch_one(app.db.store.pool())
-                .await
-                .expect("terminate");
-                if killed > 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            assert_eq!(killed, 1, "one LISTEN connection per process");
+            kill_listener(&app).await;
         }
     }
     let got = client.take(600).await;
@@ -341,21 +346,7 @@ async fn session_updates_whose_notifications_were_lost_arrive_once() {
     // Two starts nobody is told about: caught up within the safety poll, or sooner when the listener reconnects.
     let b = start_session_unannounced(&app, "wf-gap").await;
     let other = start_session_unannounced(&app, "wf-other").await;
-    let mut killed: i64 = 0;
-    for _ in 0..100 {
-        killed = sqlx::query_scalar(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
-        )
-        .fetch_one(app.db.store.pool())
-        .await
-        .expect("terminate");
-        if killed > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(killed, 1, "one LISTEN connection per process");
+    kill_listener(&app).await;
     assert_eq!(of_workflow.next_data().await, running(b), "the missed start of this workflow");
     let mut missed = vec![of_all.next_data().await, of_all.next_data().await];
     missed.sort_by_key(|d| d["sessionUpdates"]["id"].as_str().map(str::to_owned));
