@@ -88,6 +88,18 @@ impl Store {
             .max_connections(max_connections)
             // Fail fast while the database is down: requests answer DATABASE_UNAVAILABLE instead of hanging.
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx checks every connection when it goes back to the pool; checking again on every acquire costs a
+            // round trip per request (70 µs of a 0.5 ms sessions page). Only a connection idle for a while, which the
+            // database may have dropped meanwhile, is checked before use.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(1) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy(url)?;
         let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
         let live_reads = Arc::new(Semaphore::new((max_connections as usize / 2).max(1)));

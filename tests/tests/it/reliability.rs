@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use flowtrace::config::ServeArgs;
 use flowtrace::store::Store;
 use serde_json::{Value, json};
+use sqlx::Connection;
 use uuid::Uuid;
 
 use crate::fixtures::{RECORD, START, trace};
@@ -104,5 +105,28 @@ async fn a_batch_in_flight_at_shutdown_is_stored_whole_or_reported_failed() {
             assert_eq!(stored, 10_000, "reported stored, so all of it is");
         }
         other => assert!(stored == 0 || stored == 10_000, "never half a batch ({stored}); client saw {other:?}"),
+    }
+}
+
+/// Pooled connections skip the health check while recently used (they were checked when released); one the database
+/// dropped while it sat idle is found out and replaced before a request gets it.
+#[tokio::test]
+async fn pooled_connections_the_database_dropped_while_idle_are_replaced_unseen() {
+    let app = TestApp::start(crate::harness::Kind::Default).await;
+    let query = "{ sessions(first: 5) { edges { node { id } } } }";
+    // Several requests at once, so the pool holds several connections.
+    futures::future::join_all((0..4).map(|_| app.ok(query, json!({})))).await;
+    let mut admin = sqlx::PgConnection::connect(app.db.store.url()).await.expect("admin connection");
+    let dropped: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("terminate");
+    assert!(dropped > 0, "the pool had connections to drop");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..8 {
+        app.ok(query, json!({})).await;
     }
 }
