@@ -33,6 +33,7 @@ use crate::live::ws::{self, WsSettings};
 use crate::store::Store;
 use crate::store::health::Health;
 use crate::store::retention::run_retention;
+use crate::webhooks::Webhooks;
 
 /// The database the process uses, and the embedded cluster behind it when there is one.
 pub struct Database {
@@ -147,6 +148,7 @@ impl RunningServer {
 /// Prepares the database (migrations, policies), then serves on `args.bind`.
 pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServer> {
     let auth = Auth::from_args(&args.auth)?;
+    let webhooks = Webhooks::from_args(&args.webhooks)?;
     if !args.bind.ip().is_loopback() && !auth.configured() && !args.auth.insecure {
         anyhow::bail!(
             "refusing to serve on {} without authentication: set FLOWTRACE_JWT_SECRET or FLOWTRACE_API_KEYS, \
@@ -171,6 +173,9 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
     crate::metrics::install();
     let (stop, stopped) = watch::channel(false);
     let live = Live::start(store.url().to_owned(), stopped.clone());
+    if let Some(webhooks) = webhooks {
+        webhooks.start(store.clone(), &live, stopped.clone()).await.context("starting webhook delivery")?;
+    }
     let options = SchemaOptions { introspection: !args.no_introspection };
     let gate = graphql::build(store.clone(), live, args.limits.clone(), options);
     let ws = WsSettings {

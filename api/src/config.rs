@@ -103,6 +103,8 @@ pub struct ServeArgs {
     pub policies: PolicyArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
     /// Origins allowed to call the API from a browser (CORS), comma-separated; `*` for any.
     #[arg(long, env = "FLOWTRACE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -123,11 +125,23 @@ impl Default for ServeArgs {
             limits: Limits::default(),
             policies: PolicyArgs::default(),
             auth: AuthArgs::default(),
+            webhooks: WebhookArgs::default(),
             cors_origins: Vec::new(),
             no_introspection: false,
             no_graphiql: false,
         }
     }
+}
+
+/// Session starts and ends POSTed to other systems (see `webhooks`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct WebhookArgs {
+    /// URLs (http or https) to POST each session start and end to as JSON, comma-separated.
+    #[arg(long = "webhook-url", env = "FLOWTRACE_WEBHOOK_URLS", value_delimiter = ',')]
+    pub webhook_urls: Vec<String>,
+    /// Signs each webhook body: header `X-Flowtrace-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    #[arg(long, env = "FLOWTRACE_WEBHOOK_SECRET")]
+    pub webhook_secret: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -14,3 +14,4 @@ pub mod live;
 pub mod metrics;
 pub mod seed;
 pub mod store;
+pub mod webhooks;

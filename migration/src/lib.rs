@@ -11,6 +11,7 @@ mod m20261124_000004_continuous_aggregates;
 mod m20261124_000005_policies;
 mod m20261124_000006_node_state;
 mod m20261130_000007_session_changes;
+mod m20261130_000008_webhooks;
 pub mod mode;
 pub mod policies;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000005_policies::Migration),
             Box::new(m20261124_000006_node_state::Migration),
             Box::new(m20261130_000007_session_changes::Migration),
+            Box::new(m20261130_000008_webhooks::Migration),
         ]
     }
 }

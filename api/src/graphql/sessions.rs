@@ -5,6 +5,7 @@ use async_graphql::connection::EmptyFields;
 use async_graphql::{Context, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::session;
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::events::{EventConnection, events_page};
@@ -22,7 +23,8 @@ use crate::store::traces::TraceFilter;
 pub struct Session(pub session::Model);
 
 /// Figures kept current by ingestion.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SessionSummary {
     pub total_traces: i64,
     pub success_count: i64,
@@ -32,6 +34,19 @@ pub struct SessionSummary {
     pub total_data_size: i64,
     /// Mean trace duration in milliseconds over traces that reported one; null before any did.
     pub average_duration: Option<f64>,
+}
+
+impl SessionSummary {
+    pub fn of(m: &session::Model) -> SessionSummary {
+        SessionSummary {
+            total_traces: m.total_traces,
+            success_count: m.success_count,
+            error_count: m.error_count,
+            warning_count: m.warning_count,
+            total_data_size: m.total_data_size,
+            average_duration: (m.timed_traces > 0).then(|| m.total_duration / m.timed_traces as f64),
+        }
+    }
 }
 
 #[Object]
@@ -61,15 +76,7 @@ impl Session {
         SessionStatus::parse(&self.0.status).unwrap_or(SessionStatus::Running)
     }
     async fn summary(&self) -> SessionSummary {
-        let m = &self.0;
-        SessionSummary {
-            total_traces: m.total_traces,
-            success_count: m.success_count,
-            error_count: m.error_count,
-            warning_count: m.warning_count,
-            total_data_size: m.total_data_size,
-            average_duration: (m.timed_traces > 0).then(|| m.total_duration / m.timed_traces as f64),
-        }
+        SessionSummary::of(&self.0)
     }
     async fn metadata(&self) -> Option<Json<serde_json::Value>> {
         self.0.metadata.clone().map(Json)

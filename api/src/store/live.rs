@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::events::EVENT_COLUMNS;
 use super::traces::TRACE_COLUMNS;
 use super::{Sql, Store, StoreError, StoreResult};
-use crate::domain::EventType;
+use crate::domain::{EventType, SessionStatus};
 
 /// Whose traces a subscription follows.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -121,13 +121,15 @@ impl Store {
         mark: &str,
         workflow_id: Option<&str>,
     ) -> StoreResult<(Vec<SessionChange>, String)> {
-        let rows: Vec<(String, Option<i64>, Option<Uuid>)> = sqlx::query_as(
+        /// The snapshot, then the change (all null when there is none).
+        type Row = (String, Option<i64>, Option<Uuid>, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
             "WITH changes AS (
-                SELECT seq, session_id FROM flow_session_changes
+                SELECT seq, session_id, status FROM flow_session_changes
                 WHERE xid >= pg_snapshot_xmin($1::pg_snapshot) AND NOT pg_visible_in_snapshot(xid, $1::pg_snapshot)
                     AND ($2::text IS NULL OR workflow_id = $2)
              )
-             SELECT pg_current_snapshot()::text, changes.seq, changes.session_id
+             SELECT pg_current_snapshot()::text, changes.seq, changes.session_id, changes.status
              FROM (SELECT 1) one LEFT JOIN changes ON true ORDER BY changes.seq",
         )
         .bind(mark)
@@ -137,7 +139,13 @@ impl Store {
         let next = rows.first().map(|r| r.0.clone()).unwrap_or_else(|| mark.to_owned());
         let changes = rows
             .into_iter()
-            .filter_map(|(_, seq, session_id)| Some(SessionChange { seq: seq?, session_id: session_id? }))
+            .filter_map(|(_, seq, session_id, status)| {
+                Some(SessionChange {
+                    seq: seq?,
+                    session_id: session_id?,
+                    status: status.and_then(|s| SessionStatus::parse(&s)),
+                })
+            })
             .collect();
         Ok((changes, next))
     }
@@ -148,4 +156,6 @@ impl Store {
 pub struct SessionChange {
     pub seq: i64,
     pub session_id: Uuid,
+    /// What the session became (`Running` for a start); `None` for changes logged before the status was recorded.
+    pub status: Option<SessionStatus>,
 }

@@ -11,6 +11,7 @@ pub mod sessions;
 pub mod storage_stats;
 pub mod time_travel;
 pub mod traces;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -31,7 +31,8 @@ impl Store {
                 .await?
                 .rows_affected();
         }
-        // Only subscribers out of sync read the change log (see its migration); a day is far longer than that lasts.
+        // Only subscribers out of sync and webhook delivery resuming after a restart read the change log (see its
+        // migration); a day is far longer than the first lasts, and bounds what a server down for longer delivers.
         deleted += sqlx::query("DELETE FROM flow_session_changes WHERE at < now() - INTERVAL '1 day'")
             .execute(&self.pool)
             .await?

@@ -88,7 +88,7 @@ impl Store {
             .bind(metadata)
             .execute(&mut *tx)
             .await?;
-            record_change(&mut tx, id, &new.workflow_id).await?;
+            record_change(&mut tx, id, &new.workflow_id, SessionStatus::Running).await?;
         }
         tx.commit().await?;
         self.session(id).await?.ok_or_else(|| StoreError::Database(format!("session {id} vanished after insert")))
@@ -143,7 +143,7 @@ impl Store {
         if updated.rows_affected() == 0 {
             return Err(StoreError::BadInput(format!("session {id} was completed concurrently")));
         }
-        record_change(&mut tx, id, &current.workflow_id).await?;
+        record_change(&mut tx, id, &current.workflow_id, status).await?;
         tx.commit().await?;
         self.session(id).await?.ok_or_else(|| StoreError::NotFound(format!("session {id} does not exist")))
     }
@@ -201,13 +201,21 @@ fn filter_sql(sql: &mut Sql, f: &SessionFilter) {
     }
 }
 
-/// A session started or ended: the change row `sessionUpdates` catches up from, and the wake-up carrying its `seq`.
-async fn record_change(tx: &mut Transaction<'_, Postgres>, session_id: Uuid, workflow_id: &str) -> StoreResult<()> {
-    let seq: i64 =
-        sqlx::query_scalar("INSERT INTO flow_session_changes (session_id, workflow_id) VALUES ($1, $2) RETURNING seq")
-            .bind(session_id)
-            .bind(workflow_id)
-            .fetch_one(&mut **tx)
-            .await?;
+/// A session started or ended (`status` is what it became): the change row `sessionUpdates` and webhooks catch up
+/// from, and the wake-up carrying its `seq`.
+async fn record_change(
+    tx: &mut Transaction<'_, Postgres>,
+    session_id: Uuid,
+    workflow_id: &str,
+    status: SessionStatus,
+) -> StoreResult<()> {
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO flow_session_changes (session_id, workflow_id, status) VALUES ($1, $2, $3) RETURNING seq",
+    )
+    .bind(session_id)
+    .bind(workflow_id)
+    .bind(status.as_str())
+    .fetch_one(&mut **tx)
+    .await?;
     notify(tx, "session", session_id, workflow_id, seq).await
 }

@@ -204,6 +204,14 @@ impl TestApp {
         TestApp { db, server: Some(server), base, http: reqwest::Client::new() }
     }
 
+    /// A new server on the same database, after `shutdown`.
+    pub async fn restart(&mut self, mut args: ServeArgs) {
+        args.bind = "127.0.0.1:0".parse().expect("addr");
+        let server = spawn(self.db.store.clone(), args).await.expect("server restarts");
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+    }
+
     /// Graceful shutdown of the server.
     pub async fn shutdown(&mut self) {
         if let Some(server) = self.server.take() {

@@ -15,4 +15,5 @@ mod schema;
 mod security;
 mod seed;
 mod time_travel;
+mod webhooks;
 mod ws_client;
