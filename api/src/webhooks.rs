@@ -126,13 +126,14 @@ impl Webhooks {
             "deliveryId": change.seq.to_string(),
             "session": session_json(&session),
         }))?;
+        let signature = self.secret.as_deref().map(|secret| signature(secret, &body));
         for url in &self.urls {
-            self.post(url, event, change.seq, &body).await;
+            self.post(url, event, change.seq, &body, signature.as_deref()).await;
         }
         Ok(())
     }
 
-    async fn post(&self, url: &Url, event: &str, delivery: i64, body: &[u8]) {
+    async fn post(&self, url: &Url, event: &str, delivery: i64, body: &[u8], signature: Option<&str>) {
         let mut last_error = String::new();
         for attempt in 0..=RETRY_DELAYS.len() {
             if attempt > 0 {
@@ -145,8 +146,8 @@ impl Webhooks {
                 .header("x-flowtrace-event", event)
                 .header("x-flowtrace-delivery", delivery.to_string())
                 .body(body.to_vec());
-            if let Some(secret) = &self.secret {
-                request = request.header("x-flowtrace-signature", signature(secret, body));
+            if let Some(signature) = signature {
+                request = request.header("x-flowtrace-signature", signature);
             }
             match request.send().await {
                 Ok(response) if response.status().is_success() => {

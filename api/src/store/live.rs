@@ -122,8 +122,8 @@ impl Store {
         workflow_id: Option<&str>,
     ) -> StoreResult<(Vec<SessionChange>, String)> {
         /// The snapshot, then the change (all null when there is none).
-        type Row = (String, Option<i64>, Option<Uuid>, Option<String>);
-        let rows: Vec<Row> = sqlx::query_as(
+        type ChangeRow = (String, Option<i64>, Option<Uuid>, Option<String>);
+        let rows: Vec<ChangeRow> = sqlx::query_as(
             "WITH changes AS (
                 SELECT seq, session_id, status FROM flow_session_changes
                 WHERE xid >= pg_snapshot_xmin($1::pg_snapshot) AND NOT pg_visible_in_snapshot(xid, $1::pg_snapshot)

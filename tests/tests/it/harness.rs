@@ -197,17 +197,16 @@ impl TestApp {
         Self::with_db(test_db(kind).await, ServeArgs::default()).await
     }
 
-    pub async fn with_db(db: TestDb, mut args: ServeArgs) -> TestApp {
-        args.bind = "127.0.0.1:0".parse().expect("addr");
-        let server = spawn(db.store.clone(), args).await.expect("server starts");
-        let base = format!("http://{}", server.addr);
-        TestApp { db, server: Some(server), base, http: reqwest::Client::new() }
+    pub async fn with_db(db: TestDb, args: ServeArgs) -> TestApp {
+        let mut app = TestApp { db, server: None, base: String::new(), http: reqwest::Client::new() };
+        app.restart(args).await;
+        app
     }
 
-    /// A new server on the same database, after `shutdown`.
+    /// Starts the server on this database (again, after `shutdown`), on a new random port.
     pub async fn restart(&mut self, mut args: ServeArgs) {
         args.bind = "127.0.0.1:0".parse().expect("addr");
-        let server = spawn(self.db.store.clone(), args).await.expect("server restarts");
+        let server = spawn(self.db.store.clone(), args).await.expect("server starts");
         self.base = format!("http://{}", server.addr);
         self.server = Some(server);
     }

@@ -47,10 +47,10 @@ struct ReceiverState {
 }
 
 async fn receive(State(state): State<ReceiverState>, headers: HeaderMap, raw: Bytes) -> StatusCode {
-    if state.refused.fetch_add(1, Ordering::SeqCst) < state.refuse {
+    // Counts a refusal only while fewer than `refuse` were made.
+    if state.refused.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < state.refuse).then_some(n + 1)).is_ok() {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
-    state.refused.fetch_sub(1, Ordering::SeqCst);
     let body = serde_json::from_slice(&raw).expect("JSON body");
     let _ = state.sink.send(Delivery { headers, raw, body });
     StatusCode::NO_CONTENT
