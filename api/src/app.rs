@@ -25,6 +25,7 @@ use tower_http::cors::{Any, CorsLayer};
 use crate::auth::{Auth, Caller};
 use crate::config::{DatabaseArgs, ServeArgs};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPostgres, default_data_dir};
+use crate::embedded_shared::{Closed, SharedCluster};
 use crate::error::{BAD_USER_INPUT, LIMIT_EXCEEDED};
 use crate::graphql::gate::Gate;
 use crate::graphql::{self, SchemaOptions};
@@ -38,21 +39,23 @@ use crate::webhooks::Webhooks;
 /// The database the process uses, and the embedded cluster behind it when there is one.
 pub struct Database {
     pub store: Store,
-    pub embedded: Option<EmbeddedPostgres>,
+    pub embedded: Option<SharedCluster>,
 }
 
 impl Database {
-    /// `DATABASE_URL` when given, else the embedded cluster under the data folder (started or adopted).
+    /// `DATABASE_URL` when given, else the embedded cluster under the data folder (started, or shared with the other
+    /// flowtrace processes using it).
     pub async fn open(args: &DatabaseArgs) -> anyhow::Result<Database> {
         if let Some(url) = &args.database_url {
             let store = Store::connect_lazy(url, args.db_max_connections)?;
             return Ok(Database { store, embedded: None });
         }
         let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-        let pg = EmbeddedPostgres::start(&dir, EmbeddedOptions::default())
+        let cluster = SharedCluster::open(&dir, EmbeddedOptions::default())
             .await
             .with_context(|| format!("starting the embedded PostgreSQL in {}", dir.display()))?;
-        create_database(&pg, "flowtrace").await?;
+        let pg = cluster.postgres();
+        create_database(pg, "flowtrace").await?;
         tracing::info!(
             dir = %pg.dir().display(),
             port = pg.port(),
@@ -62,15 +65,18 @@ impl Database {
             pg.port()
         );
         let store = Store::connect_lazy(&pg.url("flowtrace"), args.db_max_connections)?;
-        Ok(Database { store, embedded: Some(pg) })
+        Ok(Database { store, embedded: Some(cluster) })
     }
 
-    /// Closes the pool and stops the embedded cluster cleanly.
+    /// Closes the pool and stops the embedded cluster cleanly, unless another flowtrace process still uses it.
     pub async fn close(self) {
         self.store.pool().close().await;
-        if let Some(pg) = self.embedded {
-            match pg.stop().await {
-                Ok(()) => tracing::info!("embedded PostgreSQL stopped"),
+        if let Some(cluster) = self.embedded {
+            match cluster.close().await {
+                Ok(Closed::Stopped) => tracing::info!("embedded PostgreSQL stopped"),
+                Ok(Closed::LeftRunning) => {
+                    tracing::info!("embedded PostgreSQL left running: another flowtrace process uses it")
+                }
                 Err(err) => tracing::error!(%err, "stopping the embedded PostgreSQL failed"),
             }
         }

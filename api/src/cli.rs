@@ -3,8 +3,23 @@
 use anyhow::Context as _;
 
 use crate::app::{self, Database};
-use crate::config::{Cli, Command, MigrateAction, PoliciesAction, ServeArgs};
+use crate::config::{Cli, Command, DbAction, MigrateAction, PoliciesAction, ServeArgs};
 use crate::graphql;
+
+/// The `flowtrace` program: `.env`, flags, logging, then the command.
+pub async fn main() -> anyhow::Result<()> {
+    use clap::Parser as _;
+    use tracing_subscriber::EnvFilter;
+    crate::config::load_dotenv()?;
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        crate::config::LogFormat::Json => logs.json().init(),
+        crate::config::LogFormat::Text => logs.init(),
+    }
+    run(cli).await
+}
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve(default_serve()?)) {
@@ -53,6 +68,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             result
         }
+        Command::Db { action: DbAction::Url } => crate::db_commands::print_url(&cli.database).await,
+        Command::Psql { args } => crate::db_commands::psql(&cli.database, args).await,
         Command::Seed(args) => {
             let db = Database::open(&cli.database).await?;
             let result = async {

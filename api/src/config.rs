@@ -9,8 +9,17 @@ use migration::Policies;
 use crate::auth::AuthArgs;
 use crate::limits::Limits;
 
+/// What the code reads from the environment besides the flags' variables; `--help` ends with it.
+pub const OTHER_VARIABLES: &str = "Also read: RUST_LOG (log filter, default `info,sqlx=warn,sea_orm=warn`). \
+Every variable may also be set in a `.env` file in the working directory; the environment and flags win over it.";
+
 #[derive(Parser, Debug)]
-#[command(name = "flowtrace", version, about = "Store and GraphQL API for workflow execution traces")]
+#[command(
+    name = "flowtrace",
+    version,
+    about = "Store and GraphQL API for workflow execution traces",
+    after_help = OTHER_VARIABLES
+)]
 pub struct Cli {
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -19,6 +28,15 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// Loads `.env` from the working directory (not its parents), if there is one. Variables already set are kept.
+pub fn load_dotenv() -> anyhow::Result<()> {
+    match dotenvy::from_path(".env") {
+        Ok(()) => Ok(()),
+        Err(err) if err.not_found() => Ok(()),
+        Err(err) => Err(anyhow::anyhow!("reading .env in the working directory: {err}")),
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -63,6 +81,22 @@ pub enum Command {
         #[command(flatten)]
         policies: PolicyArgs,
     },
+    /// The database's connection details.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+    /// Run psql on the database (starting the embedded one if needed); further arguments go to psql.
+    Psql {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum DbAction {
+    /// Print the connection URL (DATABASE_URL, or the embedded cluster's, with its password).
+    Url,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy)]

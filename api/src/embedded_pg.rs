@@ -1,9 +1,10 @@
 //! The embedded default: a private PostgreSQL cluster started from this machine's own binaries.
 //!
-//! Layout of the data folder: `pgdata/` (the cluster), `password` (the generated superuser password, mode 0600) and
-//! `postgres.log`. The cluster listens on a free loopback port with password auth and no Unix socket. PostgreSQL refuses
-//! to run as root, so when this process is root the cluster runs as the `postgres` system user, which then owns the
-//! folder. A cluster left running by an earlier process is reused as it is.
+//! Layout of the data folder: `pgdata/` (the cluster), `password` (the generated superuser password, mode 0600), `port`
+//! (the loopback port, chosen free on the first start and kept, so the folder's URL never changes) and `postgres.log`.
+//! The cluster listens on that port with password auth and no Unix socket. PostgreSQL refuses to run as root, so when
+//! this process is root the cluster runs as the `postgres` system user, which then owns the folder. A cluster left
+//! running by an earlier process is reused as it is. Sharing one folder between processes: `embedded_shared`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,6 +20,13 @@ pub enum EmbeddedError {
     NoBinaries,
     #[error("running as root, but there is no unprivileged `postgres` user to run the embedded cluster as")]
     NoPostgresUser,
+    #[error(
+        "port {port} of the embedded PostgreSQL in {dir} is in use by another program: stop that program, or write \
+         a free port number into {dir}/port"
+    )]
+    PortTaken { port: u16, dir: String },
+    #[error("no embedded PostgreSQL in {0} yet: start it once with `flowtrace serve`")]
+    NotInitialised(String),
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
     #[error("{0}")]
@@ -78,6 +86,9 @@ impl EmbeddedPostgres {
         match pg.running_port().await {
             Some(port) => {
                 pg.port = port;
+                if stored_port(&pg.dir).await? != Some(port) {
+                    store_port(&pg.dir, port).await?;
+                }
                 tracing::info!(dir = %pg.dir.display(), port, "reusing the embedded PostgreSQL already running");
             }
             None => pg.start_server().await?,
@@ -113,8 +124,21 @@ impl EmbeddedPostgres {
         format!("postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}", self.password, self.port)
     }
 
+    /// `url` without the password, for programs given it in `PGPASSWORD`.
+    pub fn url_without_password(&self, database: &str) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn bindir(&self) -> &Path {
+        &self.bindir
     }
 
     pub fn dir(&self) -> &Path {
@@ -191,7 +215,18 @@ impl EmbeddedPostgres {
 
     async fn start_server(&mut self) -> Result<(), EmbeddedError> {
         if self.port == 0 {
-            self.port = free_port()?;
+            self.port = match stored_port(&self.dir).await? {
+                Some(port) => port,
+                None => {
+                    let port = free_port()?;
+                    store_port(&self.dir, port).await?;
+                    port
+                }
+            };
+        }
+        // PostgreSQL would only say so in its log, after a wait; this names the folder and the way out.
+        if std::net::TcpListener::bind(("127.0.0.1", self.port)).is_err() {
+            return Err(EmbeddedError::PortTaken { port: self.port, dir: self.dir.display().to_string() });
         }
         let mut settings = vec![
             format!("-p {}", self.port),
@@ -263,8 +298,32 @@ pub fn default_data_dir() -> PathBuf {
     dirs::data_local_dir().unwrap_or_else(std::env::temp_dir).join("flowtrace")
 }
 
+/// The URL of the cluster in `dir`, from its stored port and password, without starting anything.
+pub async fn stored_url(dir: &Path, database: &str) -> Result<String, EmbeddedError> {
+    let not_initialised = || EmbeddedError::NotInitialised(dir.display().to_string());
+    let port = stored_port(dir).await.ok().flatten().ok_or_else(not_initialised)?;
+    let password = tokio::fs::read_to_string(dir.join("password")).await.map_err(|_| not_initialised())?;
+    Ok(format!("postgres://{SUPERUSER}:{}@127.0.0.1:{port}/{database}", password.trim()))
+}
+
+/// The port stored in `dir`, if the cluster there was ever started.
+pub async fn stored_port(dir: &Path) -> Result<Option<u16>, EmbeddedError> {
+    match tokio::fs::read_to_string(dir.join("port")).await {
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| EmbeddedError::Command {
+            what: format!("reading {}", dir.join("port").display()),
+            detail: format!("not a port number: {:?}", text.trim()),
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn store_port(dir: &Path, port: u16) -> std::io::Result<()> {
+    tokio::fs::write(dir.join("port"), format!("{port}\n")).await
+}
+
 /// `pg_config --bindir`, else the newest of Debian's `/usr/lib/postgresql/<version>/bin`.
-async fn find_bindir() -> Option<PathBuf> {
+pub async fn find_bindir() -> Option<PathBuf> {
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output().await {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if out.status.success() && dir.join("initdb").exists() {

@@ -17,7 +17,7 @@ async fn the_embedded_cluster_keeps_its_data_across_restarts() {
     db.store.migrate_up().await.expect("migrate");
     let new = NewSession { workflow_id: "wf".into(), workflow_name: "Flow".into(), ..Default::default() };
     let session = db.store.start_session(&Limits::default(), new).await.expect("session");
-    let first_port = db.embedded.as_ref().expect("embedded").port();
+    let first_port = db.embedded.as_ref().expect("embedded").postgres().port();
     db.close().await;
     assert!(!dir.join("pgdata/postmaster.pid").exists(), "stopped cleanly");
 

@@ -3,12 +3,14 @@
 mod analytics;
 mod bad_input;
 mod embedded;
+mod embedded_processes;
 mod fixtures;
 mod harness;
 mod ingest;
 mod live;
 mod migrations;
 mod modes;
+mod process;
 mod queries;
 mod reliability;
 mod schema;
