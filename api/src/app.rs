@@ -151,10 +151,10 @@ impl RunningServer {
     }
 }
 
-/// Prepares the database (migrations, policies), then serves on `args.bind`.
-pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServer> {
+/// Refuses a configuration that cannot serve: bad auth or webhook settings, an open non-loopback bind.
+pub fn check_serve_args(args: &ServeArgs) -> anyhow::Result<()> {
     let auth = Auth::from_args(&args.auth)?;
-    let webhooks = Webhooks::from_args(&args.webhooks)?;
+    Webhooks::from_args(&args.webhooks)?;
     if !args.bind.ip().is_loopback() && !auth.configured() && !args.auth.insecure {
         anyhow::bail!(
             "refusing to serve on {} without authentication: set FLOWTRACE_JWT_SECRET or FLOWTRACE_API_KEYS, \
@@ -162,6 +162,35 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
             args.bind
         );
     }
+    Ok(())
+}
+
+/// Listens on `addr`, naming the setting to change when the address is taken.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|err| match err.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "cannot listen on {addr}: the address is already in use (another flowtrace or other program); \
+             choose another with --bind or FLOWTRACE_BIND"
+        ),
+        _ => anyhow::Error::new(err).context(format!("cannot listen on {addr}")),
+    })
+}
+
+/// Prepares the database (migrations, policies), then serves on `args.bind`.
+pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServer> {
+    check_serve_args(&args)?;
+    let listener = bind(args.bind).await?;
+    spawn_on(listener, store, args).await
+}
+
+/// `spawn` on a listener already bound (and with `args` already checked).
+pub async fn spawn_on(
+    listener: tokio::net::TcpListener,
+    store: Store,
+    args: ServeArgs,
+) -> anyhow::Result<RunningServer> {
+    let auth = Auth::from_args(&args.auth)?;
+    let webhooks = Webhooks::from_args(&args.webhooks)?;
     store.wait_until_reachable(Duration::from_secs(30)).await.context("connecting to the database")?;
     if !args.no_migrate {
         store.migrate_up().await.context("running migrations")?;
@@ -212,7 +241,6 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
         .layer(cors(&args.cors_origins)?)
         .with_state(state);
 
-    let listener = tokio::net::TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
     // Responses and subscription messages are written as soon as they are ready; Nagle's algorithm would hold a small
     // write back until the previous one is acknowledged.

@@ -98,9 +98,12 @@ fn default_serve() -> anyhow::Result<ServeArgs> {
 }
 
 async fn serve(database: &crate::config::DatabaseArgs, args: ServeArgs) -> anyhow::Result<()> {
+    // A configuration that cannot serve fails before any database is started, initialised or migrated.
+    app::check_serve_args(&args)?;
+    let listener = app::bind(args.bind).await?;
     let db = Database::open(database).await?;
     let result = async {
-        let server = app::spawn(db.store.clone(), args).await?;
+        let server = app::spawn_on(listener, db.store.clone(), args).await?;
         let stop = server.stopper();
         tokio::spawn(async move {
             app::shutdown_signal().await;

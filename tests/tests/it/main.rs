@@ -16,6 +16,7 @@ mod reliability;
 mod schema;
 mod security;
 mod seed;
+mod startup;
 mod time_travel;
 mod webhooks;
 mod ws_client;
