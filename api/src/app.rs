@@ -312,17 +312,17 @@ async fn graphql_ws(State(state): State<AppState>, headers: HeaderMap, upgrade: 
     })
 }
 
-/// `GET /api/health/timescaledb`: 503 when the database cannot be reached.
+/// `GET /api/health/timescaledb`: 503 with the reason when the database cannot be reached (at once, see `probe`).
 async fn health(State(state): State<AppState>) -> Response {
-    match state.store.health().await {
+    match state.store.probe(state.store.health()).await {
         Ok(health) => axum::Json(health).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(Health::unreachable())).into_response(),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(Health::unreachable(err.to_string()))).into_response(),
     }
 }
 
 /// `GET /readyz`: the database answers and is migrated.
 async fn ready(State(state): State<AppState>) -> Response {
-    match state.store.ready().await {
+    match state.store.probe(state.store.ready()).await {
         Ok(true) => (StatusCode::OK, axum::Json(serde_json::json!({ "ready": true }))).into_response(),
         Ok(false) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -30,7 +30,11 @@ pub struct HealthQuery;
 impl HealthQuery {
     /// Never fails: an unreachable database reports `connected: false`.
     async fn health(&self, ctx: &Context<'_>) -> Health {
-        let h = store(ctx).health().await.unwrap_or_else(|_| crate::store::health::Health::unreachable());
+        let store = store(ctx);
+        let h = store
+            .probe(store.health())
+            .await
+            .unwrap_or_else(|err| crate::store::health::Health::unreachable(err.to_string()));
         Health {
             connected: h.connected,
             version: h.version,

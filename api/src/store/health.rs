@@ -1,8 +1,17 @@
 //! What the database is and holds, read from the catalog (never constants).
 
-use serde::Serialize;
+use std::time::Duration;
 
-use super::{Store, StoreResult};
+use serde::Serialize;
+use sqlx::Connection as _;
+
+use super::{Store, StoreError, StoreResult};
+
+/// How long a probe waits for a pooled connection. A load balancer or orchestrator must learn of an outage at once,
+/// not after the pool's acquire timeout, which is sized for requests riding out a database restart.
+const PROBE_WAIT: Duration = Duration::from_millis(1000);
+/// How long the one direct connection attempt that names the cause of an outage may take.
+const CAUSE_WAIT: Duration = Duration::from_millis(700);
 
 /// The `GET /api/health/timescaledb` body, also served as the `health` query.
 #[derive(Clone, Debug, Serialize)]
@@ -18,11 +27,15 @@ pub struct Health {
     pub mode: String,
     /// TimescaleDB jobs whose last run failed.
     pub jobs_failing: i64,
+    /// Why the database cannot be reached; only when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Health {
-    pub fn unreachable() -> Health {
+    pub fn unreachable(reason: String) -> Health {
         Health {
+            reason: Some(reason),
             connected: false,
             version: None,
             postgres_version: None,
@@ -49,6 +62,7 @@ impl Store {
             continuous_aggregates: Vec::new(),
             mode: mode.name().into(),
             jobs_failing: 0,
+            reason: None,
         };
         if let migration::StorageMode::TimescaleDb { version } = mode {
             health.version = Some(version);
@@ -73,6 +87,25 @@ impl Store {
             .await?;
         }
         Ok(health)
+    }
+
+    /// `check` within `PROBE_WAIT`; when it takes longer, unavailable with the cause a fresh connection reports.
+    pub async fn probe<T>(&self, check: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        match tokio::time::timeout(PROBE_WAIT, check).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(self.connect_cause().await)),
+        }
+    }
+
+    async fn connect_cause(&self) -> String {
+        match tokio::time::timeout(CAUSE_WAIT, sqlx::PgConnection::connect(&self.url)).await {
+            Ok(Err(err)) => err.to_string(),
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                "the database answers, but no pooled connection was free in time".into()
+            }
+            Err(_) => "the database does not answer".into(),
+        }
     }
 
     /// Ready: the database answers and every migration is applied.

@@ -130,3 +130,52 @@ async fn pooled_connections_the_database_dropped_while_idle_are_replaced_unseen(
         app.ok(query, json!({})).await;
     }
 }
+
+/// The probes answer at once when the database is gone: the 503 (and `connected: false`) with the cause, within a
+/// client timeout well under the pool's acquire timeout, right after the stop and while it stays down.
+#[tokio::test]
+async fn probes_report_a_stopped_database_at_once_with_the_reason() {
+    let mut pg = throwaway_cluster("probes", true).await;
+    flowtrace::app::create_database(&pg, "probes").await.expect("database");
+    let store = Store::connect_lazy(&pg.url("probes"), 8).expect("pool");
+    let timescaledb = pg.timescaledb_preloaded();
+    let app = TestApp::with_db(TestDb { store, timescaledb }, ServeArgs::default()).await;
+    // Connections in the pool, recently used, as on a server in use.
+    futures::future::join_all((0..4).map(|_| app.ok("{ sessions { totalCount } }", json!({})))).await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("client");
+    pg.stop().await.expect("database stopped");
+    for round in 0..3 {
+        let res = http.get(format!("{}/readyz", app.base)).send().await.expect("readyz answers within 3 s");
+        assert_eq!(res.status(), 503, "round {round}");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["ready"], json!(false));
+        assert!(body["reason"].as_str().is_some_and(|r| r.contains("unavailable")), "a reason: {body}");
+
+        let res = http.get(format!("{}/api/health/timescaledb", app.base)).send().await.expect("health within 3 s");
+        assert_eq!(res.status(), 503, "round {round}");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["connected"], json!(false));
+        assert!(body["reason"].as_str().is_some_and(|r| !r.is_empty()), "a reason: {body}");
+
+        let res = http
+            .post(format!("{}/graphql", app.base))
+            .json(&json!({ "query": "{ health { connected mode } }" }))
+            .send()
+            .await
+            .expect("the health query answers within 3 s");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["data"]["health"], json!({ "connected": false, "mode": "UNKNOWN" }), "{body}");
+        // Again once the pool's connections are all found dead and new ones are refused.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    pg.restart().await.expect("database back");
+    let mut ready = false;
+    for _ in 0..100 {
+        if http.get(format!("{}/readyz", app.base)).send().await.is_ok_and(|r| r.status() == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "ready again once the database is back");
+}
