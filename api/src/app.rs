@@ -13,6 +13,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -229,6 +230,7 @@ pub async fn spawn_on(
     let mut router = Router::new().route("/graphql", post(graphql_http).get(graphql_ws));
     if !args.no_graphiql {
         router = router
+            .route("/", get(|| async { axum::response::Redirect::temporary("/graphiql") }))
             .route("/graphiql", get(crate::graphiql::page))
             .route("/graphiql/assets/{file}", get(crate::graphiql::asset));
     }
@@ -294,7 +296,17 @@ async fn graphql_http(
 const WS_READ_BUFFER: usize = 4 * 1024;
 
 /// `GET /graphql` with a WebSocket upgrade: subscriptions (and queries) over `graphql-transport-ws` or `graphql-ws`.
-async fn graphql_ws(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+async fn graphql_ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(upgrade) = upgrade else {
+        let message = "GET /graphql opens a WebSocket for subscriptions (graphql-transport-ws); send queries and \
+                       mutations as POST /graphql with a JSON body, or try them in /graphiql"
+            .into();
+        return graphql_error(StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
+    };
     let requested = headers.get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).unwrap_or("");
     let Some(protocol) = requested.split(',').find_map(|p| WebSocketProtocols::from_str(p.trim()).ok()) else {
         let message = "the WebSocket must speak graphql-transport-ws or graphql-ws (Sec-WebSocket-Protocol)".into();

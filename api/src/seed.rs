@@ -128,7 +128,8 @@ pub async fn seed(store: &Store, sessions: usize, traces_per_session: usize) -> 
             store.complete_session(session.id, outcome, Some(at + Duration::milliseconds(50))).await?;
         }
     }
-    bar.finish_with_message("done");
+    // The caller prints the result on a line of its own; a finished bar left drawn would run into it.
+    bar.finish_and_clear();
     Ok(())
 }
 

@@ -149,6 +149,8 @@ impl EventsMutation {
                 metadata: e.metadata.map(|j| j.0),
             })
             .collect();
-        store(ctx).record_events(limits(ctx), session_id, events).await.gql().map(RecordResult::from)
+        let result = store(ctx).record_events(limits(ctx), session_id, events).await;
+        crate::metrics::ingest("events", &result);
+        result.gql().map(RecordResult::from)
     }
 }

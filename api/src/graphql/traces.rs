@@ -450,7 +450,9 @@ impl TracesMutation {
         traces: Vec<TraceInput>,
     ) -> async_graphql::Result<RecordResult> {
         let traces = traces.into_iter().map(NewTrace::from).collect();
-        store(ctx).record_traces(limits(ctx), session_id, traces).await.gql().map(RecordResult::from)
+        let result = store(ctx).record_traces(limits(ctx), session_id, traces).await;
+        crate::metrics::ingest("traces", &result);
+        result.gql().map(RecordResult::from)
     }
 }
 

@@ -4,6 +4,7 @@ mod analytics;
 mod bad_input;
 mod embedded;
 mod embedded_processes;
+mod endpoints;
 mod fixtures;
 mod harness;
 mod ingest;
