@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
 use sqlx::Connection as _;
 
 use super::{Store, StoreError, StoreResult};
@@ -13,9 +12,8 @@ const PROBE_WAIT: Duration = Duration::from_millis(1000);
 /// How long the one direct connection attempt that names the cause of an outage may take.
 const CAUSE_WAIT: Duration = Duration::from_millis(700);
 
-/// The `GET /api/health/timescaledb` body, also served as the `health` query.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// What `GET /api/health/timescaledb` and the `health` query report.
+#[derive(Clone, Debug)]
 pub struct Health {
     pub connected: bool,
     /// TimescaleDB extension version; null in plain mode.
@@ -28,7 +26,6 @@ pub struct Health {
     /// TimescaleDB jobs whose last run failed.
     pub jobs_failing: i64,
     /// Why the database cannot be reached; only when it cannot.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 

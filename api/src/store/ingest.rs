@@ -2,7 +2,11 @@
 //!
 //! A batch is validated whole before anything is written, then stored by one INSERT over UNNEST-ed arrays in one
 //! transaction with the session summary update and one `pg_notify` wake-up: all or nothing. Ids are the idempotency
-//! keys (`ON CONFLICT DO NOTHING`), so a retried batch stores nothing twice and reports the rows as duplicates.
+//! keys: an id already stored in the session is skipped whatever its timestamp and reported as a duplicate, so a
+//! retried batch stores nothing twice. The check probes the key `(session_id, id, timestamp)` once per item, only
+//! within the time span the session's rows already cover (on TimescaleDB, only in the chunks of that span: probing
+//! every chunk costs more than the insert); the per-workflow lock below makes it safe against a concurrent batch of
+//! the same session.
 //!
 //! Ordering: the transaction takes an advisory lock on the session's workflow before it draws `seq` values, so within
 //! a workflow (and so within a session) `seq` order is commit order and a reader following `seq` never skips a row
@@ -10,14 +14,13 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
-use serde_json::Value as Json;
-use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
-
+use super::ids::{check_id, generate_id};
 use super::{Store, StoreError, StoreResult};
 use crate::domain::{EventType, TraceStatus};
 use crate::limits::Limits;
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+use sqlx::{Postgres, Transaction};
 
 /// The NOTIFY channel; the payload is `live::Wakeup` as JSON.
 pub const CHANNEL: &str = "flowtrace";
@@ -34,7 +37,7 @@ pub struct NodeRef {
 
 #[derive(Clone, Debug)]
 pub struct NewTrace {
-    pub id: Option<Uuid>,
+    pub id: Option<String>,
     pub timestamp: DateTime<Utc>,
     pub duration: Option<f64>,
     pub status: TraceStatus,
@@ -49,13 +52,13 @@ pub struct NewTrace {
     pub error_stack: Option<String>,
     pub graph_id: Option<String>,
     pub graph_name: Option<String>,
-    pub parent_trace_id: Option<Uuid>,
+    pub parent_trace_id: Option<String>,
     pub depth: Option<i32>,
 }
 
 #[derive(Clone, Debug)]
 pub struct NewEvent {
-    pub id: Option<Uuid>,
+    pub id: Option<String>,
     pub node_id: String,
     pub port_id: Option<String>,
     pub event_type: EventType,
@@ -141,12 +144,13 @@ impl Checker<'_> {
         Ok(Some(text))
     }
 
-    pub fn unique_ids(&self, ids: impl Iterator<Item = Option<Uuid>>) -> StoreResult<()> {
+    /// Each given id keeps the id rule and appears once in the batch.
+    pub fn ids<'a>(&self, ids: impl Iterator<Item = Option<&'a str>>) -> StoreResult<()> {
         let mut seen = HashSet::new();
         for (i, id) in ids.enumerate() {
-            if let Some(id) = id
-                && !seen.insert(id)
-            {
+            let Some(id) = id else { continue };
+            check_id(|| format!("{}[{i}].id", self.list), id)?;
+            if !seen.insert(id) {
                 return Err(StoreError::BadInput(format!("{}[{i}].id {id} appears twice in this batch", self.list)));
             }
         }
@@ -202,7 +206,7 @@ fn json_depth(value: &Json) -> usize {
 }
 
 /// The session's workflow, or NOT_FOUND.
-async fn session_workflow(tx: &mut Transaction<'_, Postgres>, session_id: Uuid) -> StoreResult<String> {
+async fn session_workflow(tx: &mut Transaction<'_, Postgres>, session_id: &str) -> StoreResult<String> {
     // flow_trace_sessions_pkey (id, start_time) finds it in every chunk.
     let row: Option<(String,)> = sqlx::query_as("SELECT workflow_id FROM flow_trace_sessions WHERE id = $1 LIMIT 1")
         .bind(session_id)
@@ -220,11 +224,23 @@ async fn lock_workflow(tx: &mut Transaction<'_, Postgres>, workflow_id: &str) ->
     Ok(())
 }
 
+/// The first and last timestamp of the session's rows in `table` (`flow_traces` or `flow_trace_events`), read under
+/// the workflow lock: every id the session already holds has a row inside this span.
+async fn stored_span(
+    tx: &mut Transaction<'_, Postgres>,
+    table: &str,
+    session_id: &str,
+) -> StoreResult<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> {
+    // The table name is ours; each bound is one step on the (session_id, timestamp, seq) index per chunk.
+    let sql = format!("SELECT min(timestamp), max(timestamp) FROM {table} WHERE session_id = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(session_id).fetch_one(&mut **tx).await?)
+}
+
 /// One small wake-up per transaction; listeners read the rows themselves.
 pub(crate) async fn notify(
     tx: &mut Transaction<'_, Postgres>,
     kind: &str,
-    session_id: Uuid,
+    session_id: &str,
     workflow_id: &str,
     seq: i64,
 ) -> StoreResult<()> {
@@ -237,14 +253,18 @@ impl Store {
     pub async fn record_traces(
         &self,
         limits: &Limits,
-        session_id: Uuid,
+        session_id: &str,
         mut traces: Vec<NewTrace>,
     ) -> StoreResult<Recorded> {
+        check_id(|| "sessionId".into(), session_id)?;
         let check = Checker { limits, list: "traces" };
         check.batch(traces.len())?;
-        check.unique_ids(traces.iter().map(|t| t.id))?;
+        check.ids(traces.iter().map(|t| t.id.as_deref()))?;
         let mut payloads = Vec::with_capacity(traces.len());
         for (i, t) in traces.iter().enumerate() {
+            if let Some(parent) = &t.parent_trace_id {
+                check_id(|| format!("traces[{i}].parentTraceId"), parent)?;
+            }
             check.time(i, "timestamp", t.timestamp)?;
             check.duration(i, t.duration)?;
             for (field, value, required) in [
@@ -291,6 +311,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let workflow_id = session_workflow(&mut tx, session_id).await?;
         lock_workflow(&mut tx, &workflow_id).await?;
+        let (first, last) = stored_span(&mut tx, "flow_traces", session_id).await?;
         let (accepted, max_seq): (i64, Option<i64>) = sqlx::query_as(
             r#"
             WITH ins AS (
@@ -304,13 +325,18 @@ impl Store {
                     u.sn, u.snn, u.snt, u.sp, u.spn, u.spt, u.tn, u.tnn, u.tnt, u.tp, u.tpn, u.tpt,
                     u.payload::jsonb, u.size, u.dtype, u.preview, u.emsg, u.ecode, u.estack,
                     u.graph_id, u.graph_name, u.parent, u.depth
-                FROM UNNEST($3::uuid[], $4::timestamptz[], $5::float8[], $6::text[],
+                FROM UNNEST($3::text[], $4::timestamptz[], $5::float8[], $6::text[],
                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
                     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
                     $19::text[], $20::int8[], $21::text[], $22::text[], $23::text[], $24::text[], $25::text[],
-                    $26::text[], $27::text[], $28::uuid[], $29::int4[])
+                    $26::text[], $27::text[], $28::text[], $29::int4[])
                     AS u(id, ts, duration, status, sn, snn, snt, sp, spn, spt, tn, tnn, tnt, tp, tpn, tpt,
                          payload, size, dtype, preview, emsg, ecode, estack, graph_id, graph_name, parent, depth)
+                -- An id is stored once per session, whatever its timestamp: one probe of flow_traces_pkey per item
+                -- (LATERAL … LIMIT 1, never a scan of the whole session), within the session's span.
+                LEFT JOIN LATERAL (SELECT true AS stored FROM flow_traces f
+                    WHERE f.session_id = $1 AND f.id = u.id AND f.timestamp BETWEEN $30 AND $31 LIMIT 1) s ON true
+                WHERE s.stored IS NULL
                 ON CONFLICT DO NOTHING
                 RETURNING seq, status, data_size, duration, timestamp, source_node_id, target_node_id
             ),
@@ -383,6 +409,8 @@ impl Store {
         .bind(cols.graph_name)
         .bind(cols.parent)
         .bind(cols.depth)
+        .bind(first)
+        .bind(last)
         .fetch_one(&mut *tx)
         .await?;
         if let Some(seq) = max_seq {
@@ -395,12 +423,13 @@ impl Store {
     pub async fn record_events(
         &self,
         limits: &Limits,
-        session_id: Uuid,
+        session_id: &str,
         events: Vec<NewEvent>,
     ) -> StoreResult<Recorded> {
+        check_id(|| "sessionId".into(), session_id)?;
         let check = Checker { limits, list: "events" };
         check.batch(events.len())?;
-        check.unique_ids(events.iter().map(|e| e.id))?;
+        check.ids(events.iter().map(|e| e.id.as_deref()))?;
         let mut data = Vec::with_capacity(events.len());
         let mut metadata = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
@@ -414,7 +443,7 @@ impl Store {
         let mut order: Vec<usize> = (0..events.len()).collect();
         order.sort_by_key(|&i| events[i].timestamp);
         let pick = |i: usize| &events[i];
-        let ids: Vec<Uuid> = order.iter().map(|&i| pick(i).id.unwrap_or_else(Uuid::new_v4)).collect();
+        let ids: Vec<String> = order.iter().map(|&i| pick(i).id.clone().unwrap_or_else(generate_id)).collect();
         let ts: Vec<DateTime<Utc>> = order.iter().map(|&i| pick(i).timestamp).collect();
         let node: Vec<String> = order.iter().map(|&i| pick(i).node_id.clone()).collect();
         let port: Vec<Option<String>> = order.iter().map(|&i| pick(i).port_id.clone()).collect();
@@ -426,6 +455,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let workflow_id = session_workflow(&mut tx, session_id).await?;
         lock_workflow(&mut tx, &workflow_id).await?;
+        let (first, last) = stored_span(&mut tx, "flow_trace_events", session_id).await?;
         let (accepted, max_seq): (i64, Option<i64>) = sqlx::query_as(
             r#"
             WITH ins AS (
@@ -433,8 +463,11 @@ impl Store {
                     (seq, session_id, workflow_id, id, timestamp, node_id, port_id, event_type, data, duration, metadata)
                 SELECT nextval('flow_trace_event_seq'), $1, $2, u.id, u.ts, u.node, u.port, u.kind,
                     u.data::jsonb, u.duration, u.metadata::jsonb
-                FROM UNNEST($3::uuid[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
+                FROM UNNEST($3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
                     $9::float8[], $10::text[]) AS u(id, ts, node, port, kind, data, duration, metadata)
+                LEFT JOIN LATERAL (SELECT true AS stored FROM flow_trace_events e
+                    WHERE e.session_id = $1 AND e.id = u.id AND e.timestamp BETWEEN $11 AND $12 LIMIT 1) s ON true
+                WHERE s.stored IS NULL
                 ON CONFLICT DO NOTHING
                 RETURNING seq
             )
@@ -451,6 +484,8 @@ impl Store {
         .bind(data)
         .bind(duration)
         .bind(metadata)
+        .bind(first)
+        .bind(last)
         .fetch_one(&mut *tx)
         .await?;
         if let Some(seq) = max_seq {
@@ -463,7 +498,7 @@ impl Store {
 
 /// A batch of traces as column arrays, in `seq` order.
 struct TraceColumns {
-    id: Vec<Uuid>,
+    id: Vec<String>,
     ts: Vec<DateTime<Utc>>,
     duration: Vec<Option<f64>>,
     status: Vec<&'static str>,
@@ -478,7 +513,7 @@ struct TraceColumns {
     error_stack: Vec<Option<String>>,
     graph_id: Vec<String>,
     graph_name: Vec<Option<String>>,
-    parent: Vec<Option<Uuid>>,
+    parent: Vec<Option<String>>,
     depth: Vec<i32>,
 }
 
@@ -507,7 +542,7 @@ impl TraceColumns {
         for &i in order {
             let t = &mut traces[i];
             let payload = payloads[i].take();
-            c.id.push(t.id.unwrap_or_else(Uuid::new_v4));
+            c.id.push(t.id.take().unwrap_or_else(generate_id));
             c.ts.push(t.timestamp);
             c.duration.push(t.duration);
             c.status.push(t.status.as_str());
@@ -529,7 +564,7 @@ impl TraceColumns {
             c.error_stack.push(t.error_stack.take());
             c.graph_id.push(t.graph_id.take().unwrap_or_else(|| "main".to_owned()));
             c.graph_name.push(t.graph_name.take());
-            c.parent.push(t.parent_trace_id);
+            c.parent.push(t.parent_trace_id.take());
             c.depth.push(t.depth.unwrap_or(0));
         }
         c

@@ -8,6 +8,7 @@ mod embedded_processes;
 mod endpoints;
 mod fixtures;
 mod harness;
+mod ids;
 mod ingest;
 mod live;
 mod migrations;
