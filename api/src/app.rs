@@ -1,6 +1,7 @@
 //! Builds the server (router, schema, background tasks) and runs it until shutdown. Tests start the same app on a
 //! random port with `spawn`.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -67,7 +68,10 @@ impl Database {
 
     /// Closes the pool and stops the embedded cluster cleanly.
     pub async fn close(self) {
-        self.store.pool().close().await;
+        // Waits for connections in use to come back, but not forever.
+        if tokio::time::timeout(Duration::from_secs(10), self.store.pool().close()).await.is_err() {
+            tracing::warn!("database connections still in use after 10 s; closing anyway");
+        }
         if let Some(pg) = self.embedded {
             match pg.stop().await {
                 Ok(()) => tracing::info!("embedded PostgreSQL stopped"),
@@ -182,13 +186,15 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
         init_timeout: Duration::from_secs(args.limits.ws_init_timeout_secs),
         keepalive: Duration::from_secs(args.limits.ws_keepalive_secs.max(1)),
         subscriptions_per_connection: args.limits.max_subscriptions_per_connection,
+        send_timeout: Duration::from_secs(args.limits.ws_send_timeout_secs.max(1)),
     };
+    let ws_connections = Arc::new(Semaphore::new(args.limits.max_ws_connections));
     let state = AppState {
         gate,
         store,
         auth: Arc::new(auth),
         ws: Arc::new(ws),
-        ws_connections: Arc::new(Semaphore::new(args.limits.max_ws_connections)),
+        ws_connections: ws_connections.clone(),
         stopped: stopped.clone(),
     };
     let mut router = Router::new().route("/graphql", post(graphql_http).get(graphql_ws));
@@ -216,13 +222,36 @@ pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServe
         }
     });
     tracing::info!("flowtrace listening on http://{addr} (GraphQL at /graphql, GraphiQL at /graphiql)");
+    let grace = Duration::from_secs(args.limits.shutdown_timeout_secs);
+    let all_ws = u32::try_from(args.limits.max_ws_connections).unwrap_or(u32::MAX);
     let mut stopped = stopped;
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
+        let mut signal = stopped.clone();
+        let serve = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
+                let _ = signal.wait_for(|s| *s).await;
             })
-            .await
+            .into_future();
+        tokio::pin!(serve);
+        tokio::select! {
+            served = &mut serve => return served,
+            _ = stopped.wait_for(|s| *s) => {}
+        }
+        // Shutting down: in-flight requests and WebSocket closes (1001, sent by each connection) get `grace`
+        // together, whatever clients do; what is still open then is dropped.
+        let deadline = tokio::time::Instant::now() + grace;
+        let served = match tokio::time::timeout_at(deadline, &mut serve).await {
+            Ok(served) => served,
+            Err(_) => {
+                tracing::warn!(?grace, "shutdown: requests still in flight after the grace period; dropping them");
+                Ok(())
+            }
+        };
+        // Upgraded connections run outside axum's graceful shutdown: each holds a permit until it has closed.
+        if tokio::time::timeout_at(deadline, ws_connections.acquire_many(all_ws)).await.is_err() {
+            tracing::warn!(?grace, "shutdown: WebSockets still open after the grace period; dropping them");
+        }
+        served
     });
     Ok(RunningServer { addr, stop, task })
 }

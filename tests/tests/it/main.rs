@@ -14,6 +14,8 @@ mod reliability;
 mod schema;
 mod security;
 mod seed;
+mod slow_clients;
 mod time_travel;
 mod webhooks;
 mod ws_client;
+mod ws_protocol;
