@@ -263,6 +263,12 @@ async fn graphql_http(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if !is_json(&headers) {
+        // Browsers send text/plain, form and multipart bodies cross-origin without asking (no CORS preflight), so
+        // running them would let any web page write into a server it can reach. A JSON body needs a preflight.
+        let message = "POST /graphql takes Content-Type: application/json".into();
+        return graphql_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, BAD_USER_INPUT, message);
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -284,6 +290,13 @@ async fn graphql_http(
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = Caller(state.auth.principal(authorization));
     axum::Json(state.gate.execute_batch(request.data(caller)).await).into_response()
+}
+
+/// `application/json` or a `+json` type, with any parameters (`; charset=utf-8`).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let media = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
 const WS_READ_BUFFER: usize = 4 * 1024;

@@ -150,6 +150,7 @@ pub struct SessionTotal(SessionFilter);
 #[Object]
 impl SessionTotal {
     /// Sessions matching the filter, across all pages.
+    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
         store(ctx).count_sessions(&self.0).await.gql()
     }
@@ -163,6 +164,7 @@ pub struct SessionsQuery;
 #[Object]
 impl SessionsQuery {
     /// One session by id; null when there is none.
+    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Session>> {
         Ok(store(ctx).session(id).await.gql()?.map(Session))
     }
