@@ -81,7 +81,6 @@ pub struct EventTotal(EventFilter);
 #[Object]
 impl EventTotal {
     /// Events matching the filter, across all pages.
-    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
         store(ctx).count_events(&self.0).await.gql()
     }

@@ -150,7 +150,6 @@ pub struct SessionTotal(SessionFilter);
 #[Object]
 impl SessionTotal {
     /// Sessions matching the filter, across all pages.
-    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
         store(ctx).count_sessions(&self.0).await.gql()
     }

@@ -391,7 +391,6 @@ pub struct TraceTotal(TraceFilter);
 #[Object]
 impl TraceTotal {
     /// Traces matching the filter, across all pages.
-    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
         store(ctx).count_traces(&self.0).await.gql()
     }
