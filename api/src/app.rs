@@ -1,6 +1,7 @@
 //! Builds the server (router, schema, background tasks) and runs it until shutdown. Tests start the same app on a
 //! random port with `spawn`.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -71,7 +72,10 @@ impl Database {
 
     /// Closes the pool and stops the embedded cluster cleanly, unless another flowtrace process still uses it.
     pub async fn close(self) {
-        self.store.pool().close().await;
+        // Waits for connections in use to come back, but not forever.
+        if tokio::time::timeout(Duration::from_secs(10), self.store.pool().close()).await.is_err() {
+            tracing::warn!("database connections still in use after 10 s; closing anyway");
+        }
         if let Some(cluster) = self.embedded {
             match cluster.close().await {
                 Ok(Closed::Stopped) => tracing::info!("embedded PostgreSQL stopped"),
@@ -218,13 +222,15 @@ pub async fn spawn_on(
         init_timeout: Duration::from_secs(args.limits.ws_init_timeout_secs),
         keepalive: Duration::from_secs(args.limits.ws_keepalive_secs.max(1)),
         subscriptions_per_connection: args.limits.max_subscriptions_per_connection,
+        send_timeout: Duration::from_secs(args.limits.ws_send_timeout_secs.max(1)),
     };
+    let ws_connections = Arc::new(Semaphore::new(args.limits.max_ws_connections));
     let state = AppState {
         gate,
         store,
         auth: Arc::new(auth),
         ws: Arc::new(ws),
-        ws_connections: Arc::new(Semaphore::new(args.limits.max_ws_connections)),
+        ws_connections: ws_connections.clone(),
         stopped: stopped.clone(),
     };
     let mut router = Router::new().route("/graphql", post(graphql_http).get(graphql_ws));
@@ -252,13 +258,36 @@ pub async fn spawn_on(
         }
     });
     tracing::info!("flowtrace listening on http://{addr} (GraphQL at /graphql, GraphiQL at /graphiql)");
+    let grace = Duration::from_secs(args.limits.shutdown_timeout_secs);
+    let all_ws = u32::try_from(args.limits.max_ws_connections).unwrap_or(u32::MAX);
     let mut stopped = stopped;
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
+        let mut signal = stopped.clone();
+        let serve = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
+                let _ = signal.wait_for(|s| *s).await;
             })
-            .await
+            .into_future();
+        tokio::pin!(serve);
+        tokio::select! {
+            served = &mut serve => return served,
+            _ = stopped.wait_for(|s| *s) => {}
+        }
+        // Shutting down: in-flight requests and WebSocket closes (1001, sent by each connection) get `grace`
+        // together, whatever clients do; what is still open then is dropped.
+        let deadline = tokio::time::Instant::now() + grace;
+        let served = match tokio::time::timeout_at(deadline, &mut serve).await {
+            Ok(served) => served,
+            Err(_) => {
+                tracing::warn!(?grace, "shutdown: requests still in flight after the grace period; dropping them");
+                Ok(())
+            }
+        };
+        // Upgraded connections run outside axum's graceful shutdown: each holds a permit until it has closed.
+        if tokio::time::timeout_at(deadline, ws_connections.acquire_many(all_ws)).await.is_err() {
+            tracing::warn!(?grace, "shutdown: WebSockets still open after the grace period; dropping them");
+        }
+        served
     });
     Ok(RunningServer { addr, stop, task })
 }
@@ -270,6 +299,12 @@ async fn graphql_http(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if !is_json(&headers) {
+        // Browsers send text/plain, form and multipart bodies cross-origin without asking (no CORS preflight), so
+        // running them would let any web page write into a server it can reach. A JSON body needs a preflight.
+        let message = "POST /graphql takes Content-Type: application/json".into();
+        return graphql_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, BAD_USER_INPUT, message);
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -291,6 +326,13 @@ async fn graphql_http(
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = Caller(state.auth.principal(authorization));
     axum::Json(state.gate.execute_batch(request.data(caller)).await).into_response()
+}
+
+/// `application/json` or a `+json` type, with any parameters (`; charset=utf-8`).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let media = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
 const WS_READ_BUFFER: usize = 4 * 1024;

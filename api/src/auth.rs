@@ -80,6 +80,8 @@ impl Auth {
             // Supabase tokens carry `aud: authenticated`; the role claim is what we authorise on.
             validation.validate_aud = false;
             validation.leeway = 5;
+            // A token is not valid before its `nbf` (RFC 7519 §4.1.5), within the same leeway.
+            validation.validate_nbf = true;
             (DecodingKey::from_secret(secret.as_bytes()), validation)
         });
         let mut keys = Vec::new();
@@ -113,7 +115,11 @@ impl Auth {
             return Ok(Principal { access: Access::Write, subject: None, expires: None });
         }
         let token = authorization.map(str::trim).filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
-        let token = token.strip_prefix("Bearer ").or_else(|| token.strip_prefix("bearer ")).unwrap_or(token).trim();
+        // The scheme is case-insensitive (RFC 7235 §2.1): `Bearer`, `bearer`, `BEARER`.
+        let token = match token.split_once(char::is_whitespace) {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            _ => token,
+        };
         if let Some(principal) = self.api_key(token) {
             return Ok(principal);
         }

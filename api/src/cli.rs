@@ -9,15 +9,18 @@ use crate::graphql;
 /// The `flowtrace` program: `.env`, flags, logging, then the command.
 pub async fn main() -> anyhow::Result<()> {
     use clap::Parser as _;
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, Layer};
     crate::config::load_dotenv()?;
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.log_format {
-        crate::config::LogFormat::Json => logs.json().init(),
-        crate::config::LogFormat::Text => logs.init(),
-    }
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match cli.log_format {
+        crate::config::LogFormat::Json => logs.json().boxed(),
+        crate::config::LogFormat::Text => logs.boxed(),
+    };
+    let rate_limit = crate::log_limit::RateLimit::default();
+    tracing_subscriber::registry().with(logs.with_filter(filter).with_filter(rate_limit)).init();
     run(cli).await
 }
 

@@ -32,3 +32,11 @@ text_enum!(
     /// What a node reported.
     EventType { Input = "INPUT", Output = "OUTPUT", Error = "ERROR", Log = "LOG", Start = "START", Complete = "COMPLETE" }
 );
+
+/// Whether PostgreSQL's `timestamptz` can hold `at`: from 4713-11-24 BC (its first Julian day) on. chrono reads times
+/// from year -262144, and its last year (262143) is within PostgreSQL's (294276).
+pub fn storable_time(at: &chrono::DateTime<chrono::Utc>) -> bool {
+    chrono::NaiveDate::from_ymd_opt(-4713, 11, 24)
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .is_some_and(|first| at.naive_utc() >= first)
+}

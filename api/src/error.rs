@@ -31,7 +31,9 @@ pub fn store_error(err: StoreError) -> async_graphql::Error {
         StoreError::Database(_) => INTERNAL,
     };
     if code == INTERNAL {
+        // The database's text names tables, constraints and source lines: it goes to the log, not to the client.
         tracing::error!(%err, "internal error");
+        return coded(code, "internal error (the server logged the details)");
     }
     coded(code, err.to_string())
 }

@@ -13,6 +13,7 @@ pub mod graphiql;
 pub mod graphql;
 pub mod limits;
 pub mod live;
+pub mod log_limit;
 pub mod metrics;
 pub mod seed;
 pub mod store;

@@ -1,4 +1,4 @@
-//! Size limits on what clients send. Every refusal names the limit it hit.
+//! Limits on what clients send and how long they may keep the server waiting. Every refusal names the limit it hit.
 
 use clap::Args;
 
@@ -40,6 +40,16 @@ pub struct Limits {
     /// Seconds between keep-alive pings on WebSockets.
     #[arg(long, env = "FLOWTRACE_WS_KEEPALIVE_SECS", default_value_t = 15)]
     pub ws_keepalive_secs: u64,
+    /// Seconds one WebSocket write may wait for a client that does not read before it is closed (4429) or dropped.
+    #[arg(long, env = "FLOWTRACE_WS_SEND_TIMEOUT_SECS", default_value_t = 20)]
+    pub ws_send_timeout_secs: u64,
+    /// Seconds a graceful shutdown waits for in-flight requests and WebSocket closes before it stops anyway.
+    #[arg(long, env = "FLOWTRACE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+    /// Most operations in one HTTP batch (a JSON array of requests); their complexities add up against
+    /// max_complexity.
+    #[arg(long, env = "FLOWTRACE_MAX_BATCH_OPERATIONS", default_value_t = 100)]
+    pub max_batch_operations: usize,
     /// Page size when a query gives neither `first` nor `last`.
     #[arg(long, env = "FLOWTRACE_DEFAULT_PAGE_SIZE", default_value_t = 100)]
     pub default_page_size: usize,
@@ -60,6 +70,9 @@ impl Default for Limits {
             max_subscriptions_per_connection: 100,
             ws_init_timeout_secs: 10,
             ws_keepalive_secs: 15,
+            ws_send_timeout_secs: 20,
+            shutdown_timeout_secs: 10,
+            max_batch_operations: 100,
             default_page_size: 100,
         }
     }

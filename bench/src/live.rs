@@ -1,6 +1,9 @@
 //! Live delivery: commit → client latency and loss with many WebSocket subscribers while traces are ingested at a
 //! fixed rate. Each session is watched by `--viewers-per-session` subscribers (one workflow per session); the writer
 //! spreads its batches over those sessions. Only batches the server acknowledged (no GraphQL error) count as expected.
+//!
+//! The `slow` phase runs the same measurement while a further tenth of all subscribers have stopped reading: they
+//! follow a session with a large backlog over sockets with small receive buffers and never read (see `stalled`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -19,7 +22,10 @@ use crate::server::Server;
 const TICK: Duration = Duration::from_millis(10);
 const RECORD: &str = "mutation($s: ID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted } }";
 
-pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+/// Runs the measurement and reports it under `section` ("live" or "slow"); `slow` adds the stalled subscribers.
+pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report, slow: bool) -> anyhow::Result<()> {
+    let section = if slow { "slow" } else { "live" };
+    let stalled = if slow { crate::stalled::connect(server, sizes.subscribers.div_ceil(9)).await? } else { Vec::new() };
     let session_count = sizes.subscribers.div_ceil(sizes.viewers_per_session).max(1);
     let mut sessions = Vec::new();
     for _ in 0..session_count {
@@ -220,22 +226,32 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     let (p50, p99) = percentiles(latencies);
     let lost = expected_total.saturating_sub(received);
     let achieved = ((ticks - rejected) * per_tick) as f64 / ingest_secs;
+    if slow {
+        report.add(
+            section,
+            "subscribers that stopped reading (of all subscribers)",
+            format!("{} of {}", stalled.len(), stalled.len() + sizes.subscribers),
+            "",
+            None,
+        );
+    }
+    drop(stalled);
     report.add(
-        "live",
+        section,
         "batches refused by the server (not counted as sent)",
         format!("{rejected} of {ticks}"),
         "",
         None,
     );
     report.add(
-        "live",
+        section,
         &format!("{} subscriptions opened at once: all live (warm-up trace received) after (s)", sizes.subscribers),
         format!("{live_after:.1}"),
         "",
         None,
     );
     report.add(
-        "live",
+        section,
         &format!(
             "{} subscribers ({} per session), {:.0} traces/s ingested for {} s",
             sizes.subscribers, sizes.viewers_per_session, achieved, sizes.live_seconds
@@ -245,16 +261,16 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         None,
     );
     report.add(
-        "live",
+        section,
         "commit acknowledged → client, p50 / p99",
         format!("{p50:.1} / {p99:.1} ms"),
         "p99 < 50 ms",
         Some(p99 < 50.0),
     );
-    report.add("live", "all deliveries done after (s)", format!("{drained:.1}"), "", None);
-    report.add("live", "subscriptions that ended with an error", format!("{refused}"), "0", Some(refused == 0));
+    report.add(section, "all deliveries done after (s)", format!("{drained:.1}"), "", None);
+    report.add(section, "subscriptions that ended with an error", format!("{refused}"), "0", Some(refused == 0));
     report.add(
-        "live",
+        section,
         "traces never delivered (30 s idle cut-off)",
         format!("{lost} of {expected_total}"),
         "0",
@@ -262,7 +278,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     );
     if let Some(cpu) = cpu {
         report.add(
-            "live",
+            section,
             "server CPU per delivered trace (ingest included)",
             format!("{:.1} µs", cpu * 1e6 / received.max(1) as f64),
             "",
@@ -270,7 +286,8 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         );
     }
     if let Some(rss) = server.peak_rss_mib() {
-        report.add("memory", "server peak RSS during live delivery", format!("{rss:.0} MiB"), "", None);
+        let label = format!("server peak RSS during {section} delivery");
+        report.add("memory", &label, format!("{rss:.0} MiB"), "", None);
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod live;
 mod reads;
 mod report;
 mod server;
+mod stalled;
 
 use std::path::PathBuf;
 
@@ -45,8 +46,9 @@ pub struct Args {
     /// Use this PostgreSQL (a database `flowtrace_bench` is created on it) instead of an embedded cluster.
     #[arg(long, env = "BENCH_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Phases to run, comma-separated: ingest, reads, live.
-    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live")]
+    /// Phases to run, comma-separated: ingest, reads, live, slow (live delivery while a tenth of the subscribers
+    /// have stopped reading).
+    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live,slow")]
     pub phases: Vec<String>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
@@ -103,7 +105,10 @@ async fn main() -> anyhow::Result<()> {
             reads::run(&server, &sizes, &mut report).await?;
         }
         if wanted("live") {
-            live::run(&server, &sizes, &mut report).await?;
+            live::run(&server, &sizes, &mut report, false).await?;
+        }
+        if wanted("slow") {
+            live::run(&server, &sizes, &mut report, true).await?;
         }
         anyhow::Ok(())
     }

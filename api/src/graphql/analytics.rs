@@ -88,6 +88,7 @@ pub struct AnalyticsQuery;
 impl AnalyticsQuery {
     /// Session counts and durations per workflow and hour or day, for buckets overlapping `[from, to]`, from
     /// `session_stats_hourly` / `session_stats_daily` (including data newer than their last refresh).
+    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn session_stats(
         &self,
         ctx: &Context<'_>,
@@ -106,6 +107,7 @@ impl AnalyticsQuery {
 
     /// Hourly throughput, errors, durations and bytes per workflow and target node, for buckets overlapping
     /// `[from, to]`, from `node_performance_hourly`.
+    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn node_performance(
         &self,
         ctx: &Context<'_>,

@@ -15,14 +15,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection};
-use async_graphql::{Data, Executor, Request, Response, ServerError};
+use async_graphql::{BatchRequest, BatchResponse, Data, Executor, Request, Response, ServerError};
 use futures::StreamExt;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, FuturesOrdered};
 use hashlink::LruCache;
 
 use super::FlowSchema;
+use super::arguments::{self, Shapes};
 use crate::auth::{Access, Caller};
 use crate::error::{coded, ensure_code};
+use crate::limits::Limits;
 use crate::live::ws::SubscriptionSlots;
 
 /// How many parsed documents the gate keeps, and the longest query text it keeps one for.
@@ -32,12 +34,18 @@ const CACHEABLE_QUERY_BYTES: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct Gate {
     schema: FlowSchema,
+    /// The same schema, measuring the complexity of a batch's operations (see `batch`).
+    measure: FlowSchema,
+    limits: Arc<Limits>,
+    shapes: Arc<Shapes>,
     documents: Arc<Mutex<LruCache<String, Arc<ExecutableDocument>>>>,
 }
 
 impl Gate {
-    pub fn new(schema: FlowSchema) -> Gate {
-        Gate { schema, documents: Arc::new(Mutex::new(LruCache::new(CACHED_DOCUMENTS))) }
+    pub fn new(schema: FlowSchema, measure: FlowSchema, limits: Limits) -> Gate {
+        let documents = Arc::new(Mutex::new(LruCache::new(CACHED_DOCUMENTS)));
+        let shapes = Arc::new(Shapes::of_sdl(&schema.sdl()));
+        Gate { schema, measure, limits: Arc::new(limits), shapes, documents }
     }
 
     /// Parses the request's query, or takes the document parsed for the same text before. Texts that do not parse
@@ -60,11 +68,18 @@ impl Gate {
     /// Parses the request and decides whether the caller may run it. Returns the metrics label of the operation
     /// either way.
     fn admit(&self, request: &mut Request, caller: Option<&Caller>) -> (String, Result<(), ServerError>) {
-        let document = match self.parse(request) {
-            Ok(document) => document,
-            Err(err) => return ("invalid".into(), Err(err)),
+        // Taken out while the document borrows the request, and put back.
+        let variables = std::mem::take(&mut request.variables);
+        let admitted = match self.parse(request) {
+            Ok(document) => (
+                label(document),
+                authorise(document, caller)
+                    .and_then(|()| arguments::check(document, &variables, &self.limits, &self.shapes)),
+            ),
+            Err(err) => ("invalid".into(), Err(err)),
         };
-        (label(document), authorise(document, caller))
+        request.variables = variables;
+        admitted
     }
 }
 
@@ -80,6 +95,20 @@ impl Executor for Gate {
         response.errors.iter_mut().for_each(ensure_code);
         record(operation, &response, started);
         response
+    }
+
+    async fn execute_batch(&self, batch: BatchRequest) -> BatchResponse {
+        let requests = match batch {
+            BatchRequest::Single(request) => return BatchResponse::Single(self.execute(request).await),
+            BatchRequest::Batch(requests) => requests,
+        };
+        if let Some(refusal) = super::batch::refusal(&self.measure, &requests, &self.limits).await {
+            return BatchResponse::Batch(
+                requests.iter().map(|_| Response::from_errors(vec![refusal.clone()])).collect(),
+            );
+        }
+        let answers = FuturesOrdered::from_iter(requests.into_iter().map(|r| self.execute(r)));
+        BatchResponse::Batch(answers.collect::<Vec<_>>().await)
     }
 
     fn execute_stream(&self, mut request: Request, session: Option<Arc<Data>>) -> BoxStream<'static, Response> {

@@ -29,6 +29,7 @@ pub struct HealthQuery;
 #[Object]
 impl HealthQuery {
     /// Never fails: an unreachable database reports `connected: false`.
+    #[graphql(complexity = "super::CATALOG_COST + child_complexity")]
     async fn health(&self, ctx: &Context<'_>) -> Health {
         let store = store(ctx);
         let h = store
@@ -103,6 +104,7 @@ pub struct StorageQuery;
 #[Object]
 impl StorageQuery {
     /// Tables, chunks and their sizes, compression, aggregate refresh lag, and background jobs with their last status.
+    #[graphql(complexity = "super::CATALOG_COST + child_complexity")]
     async fn storage(&self, ctx: &Context<'_>) -> async_graphql::Result<StorageStats> {
         let s = store(ctx).storage_stats().await.gql()?;
         Ok(StorageStats {

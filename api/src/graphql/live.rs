@@ -17,7 +17,7 @@ use super::traces::{Trace, trace_cursor};
 use super::{id_arg, store};
 use crate::domain::EventType;
 use crate::error::{Gql, bad_input};
-use crate::live::{Live, SAFETY_POLL, Signal, Topic, Wakeup, wait_for};
+use crate::live::{Live, SAFETY_POLL, Signal, Topic, Wakeup, detach, wait_for};
 use crate::store::cursor::{CursorKey, Page, SeqKey, TraceKey};
 use crate::store::live::Follow;
 use crate::store::traces::TraceFilter;
@@ -73,7 +73,10 @@ impl Subscription {
         let mut cursor = match (&after, &follow) {
             (Some(c), _) => TraceKey::decode(c).gql()?.0.seq,
             (None, Follow::Session(_)) => 0,
-            (None, Follow::Workflow(w)) => store.latest_trace_seq(w).await.gql()?,
+            (None, Follow::Workflow(w)) => {
+                let (store, w) = (store.clone(), w.clone());
+                detached_read(async move { store.latest_trace_seq(&w).await }).await.gql()?
+            }
         };
         // Subscribe before the first read, so nothing committed in between goes unnoticed.
         let mut signals = live(ctx).subscribe(match &follow {
@@ -81,7 +84,7 @@ impl Subscription {
             Follow::Workflow(id) => Topic::Workflow(id.clone()),
         });
         let guard = SubscriberGauge::new("traces");
-        Ok(async_stream::stream! {
+        Ok(detach(async_stream::stream! {
             let _guard = guard;
             // The seq of the commit that woke us. A shared read that began before that commit may lack its rows:
             // then one read of our own (`fresh`) settles it.
@@ -122,7 +125,7 @@ impl Subscription {
                     None => break,
                 }
             }
-        })
+        }))
     }
 
     /// Events of a session as they are committed: every stored one first, then live ones, optionally only of the
@@ -140,7 +143,7 @@ impl Subscription {
         let mut signals = live(ctx).subscribe(Topic::Session(session_id.clone()));
         let guard = SubscriberGauge::new("events");
         let mut cursor = 0;
-        Ok(async_stream::stream! {
+        Ok(detach(async_stream::stream! {
             let _guard = guard;
             loop {
                 match store.events_after(&session_id, &types, cursor, PAGE).await {
@@ -160,7 +163,7 @@ impl Subscription {
                     break;
                 }
             }
-        })
+        }))
     }
 
     /// Sessions of a workflow (or all) as they start and end (completed, failed, cancelled), each change once. A
@@ -172,10 +175,13 @@ impl Subscription {
     ) -> async_graphql::Result<impl Stream<Item = Session> + use<>> {
         let store = store(ctx).clone();
         // The mark before the subscription: a change committed in between is read by the first catch-up.
-        let mut mark = store.change_mark().await.gql()?;
+        let mut mark = {
+            let store = store.clone();
+            detached_read(async move { store.change_mark().await }).await.gql()?
+        };
         let mut signals = live(ctx).subscribe(workflow_id.clone().map_or(Topic::All, Topic::Workflow));
         let guard = SubscriberGauge::new("sessionUpdates");
-        Ok(async_stream::stream! {
+        Ok(detach(async_stream::stream! {
             let _guard = guard;
             // Changes delivered since the last catch-up (notified, or read by it), so none goes out twice. A catch-up
             // every SAFETY_POLL also catches what a notification alone would miss, and keeps this set small.
@@ -242,7 +248,7 @@ impl Subscription {
                     }
                 }
             }
-        })
+        }))
     }
 
     /// Plays a session's stored traces in `[from, to]` back with their original spacing divided by `speed`
@@ -264,7 +270,7 @@ impl Subscription {
         session_must_exist(&store, &session_id).await?;
         let filter = TraceFilter { session_id: Some(session_id), from, to, ..Default::default() };
         filter.validate().gql()?;
-        Ok(async_stream::stream! {
+        Ok(detach(async_stream::stream! {
             let mut page = Page::<TraceKey> { after: None, before: None, limit: PAGE as u64, from_end: false };
             let mut previous: Option<DateTime<Utc>> = None;
             loop {
@@ -288,18 +294,28 @@ impl Subscription {
                     break;
                 }
             }
-        })
+        }))
     }
 }
 
 /// NOT_FOUND for an unknown session. While the database is unreachable the subscription starts anyway: its reads
 /// retry until the database is back, like those of subscriptions that were already open.
 async fn session_must_exist(store: &Store, id: &str) -> async_graphql::Result<()> {
-    match store.session(id).await {
+    let (store, owned) = (store.clone(), id.to_owned());
+    match detached_read(async move { store.session(&owned).await }).await {
         Ok(Some(_)) | Err(StoreError::Unavailable(_)) => Ok(()),
         Ok(None) => Err(crate::error::coded("NOT_FOUND", format!("session {id} does not exist"))),
         Err(err) => Err(crate::error::store_error(err)),
     }
+}
+
+/// Runs a read that starts a subscription on its own task. The socket's task polls the subscription until it
+/// returns its stream, and may be writing to a client that does not read meanwhile: the read must not wait for it
+/// holding a pooled connection.
+async fn detached_read<T: Send + 'static>(
+    read: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(read).await.unwrap_or_else(|err| Err(StoreError::Database(format!("read task failed: {err}"))))
 }
 
 /// Counts open subscriptions by kind in `/metrics` for as long as the stream lives.

@@ -2,6 +2,8 @@
 //! store; they hold no business logic.
 
 pub mod analytics;
+pub mod arguments;
+pub mod batch;
 pub mod events;
 pub mod gate;
 pub mod health;
@@ -35,6 +37,13 @@ pub struct Query(
 #[graphql(name = "Mutation")]
 pub struct Mutation(sessions::SessionsMutation, traces::TracesMutation, events::EventsMutation);
 
+/// Query complexity of a field that runs a database query, on top of its selection: enough that one request cannot
+/// ask for thousands of queries (each would take a pooled connection) within max_complexity.
+pub const QUERY_COST: usize = 100;
+
+/// Query complexity of `health` and `storage`, which each run several catalog queries.
+pub const CATALOG_COST: usize = 1_000;
+
 pub type FlowSchema = Schema<Query, Mutation, live::Subscription>;
 
 /// The schema without data or limits: what `flowtrace schema` prints and `schema.graphql` holds.
@@ -51,11 +60,13 @@ pub struct SchemaOptions {
 
 /// The served schema behind its gate.
 pub fn build(store: Store, live: Live, limits: Limits, options: SchemaOptions) -> Gate {
-    let mut builder = builder().limit_depth(limits.max_depth).limit_complexity(limits.max_complexity);
+    let mut served = builder().limit_depth(limits.max_depth).limit_complexity(limits.max_complexity);
+    let mut measure = builder().limit_depth(limits.max_depth).extension(batch::Measure);
     if !options.introspection {
-        builder = builder.disable_introspection();
+        served = served.disable_introspection();
+        measure = measure.disable_introspection();
     }
-    Gate::new(builder.data(store).data(live).data(limits).finish())
+    Gate::new(served.data(store).data(live).data(limits.clone()).finish(), measure.finish(), limits)
 }
 
 /// The SDL, as checked in.

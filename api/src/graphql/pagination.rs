@@ -42,10 +42,11 @@ impl PageArgs {
     }
 }
 
-/// Query complexity of a connection field: its selection once per row of the page it asks for.
+/// Query complexity of a connection field: its selection once per row of the page it asks for, and its query. (The
+/// selection includes `totalCount`, whose query is counted in the connection's, not once per row.)
 pub fn cost(first: Option<i32>, last: Option<i32>, child_complexity: usize) -> usize {
     let rows = first.or(last).unwrap_or(crate::limits::Limits::default().default_page_size as i32).max(1) as usize;
-    rows.saturating_mul(child_complexity).saturating_add(1)
+    rows.saturating_mul(child_complexity).saturating_add(super::QUERY_COST)
 }
 
 /// Builds a connection whose edges carry each row's cursor.

@@ -165,6 +165,7 @@ pub struct SessionsQuery;
 #[Object]
 impl SessionsQuery {
     /// One session by id; null when there is none.
+    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn session(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Session>> {
         let id = id_arg("id", id)?;
         Ok(store(ctx).session(&id).await.gql()?.map(Session))

@@ -113,6 +113,7 @@ pub struct TimeTravelQuery;
 impl TimeTravelQuery {
     /// The workflow as it was at `at`: the session then running (else the latest started before), its status then,
     /// and each node's state from rows up to `at` only. Null when the workflow had no session by `at`.
+    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn workflow_state_at(
         &self,
         ctx: &Context<'_>,
@@ -144,6 +145,7 @@ impl TimeTravelQuery {
 
     /// Gap-filled buckets of `bucketSeconds` from the session's start to its end (or now), unless `from`/`to`
     /// narrow it; empty buckets are present with zeros. At most 10 000 buckets.
+    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn execution_timeline(
         &self,
         ctx: &Context<'_>,

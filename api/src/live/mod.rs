@@ -10,11 +10,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 
 /// How many signals a subscriber may fall behind before it is told it lagged (and re-reads by cursor).
 const SIGNAL_BUFFER: usize = 1024;
+
+/// Items a subscription reads ahead of its socket: the bounded buffer between its reader and the socket writer.
+pub const SUBSCRIBER_BUFFER: usize = 256;
 
 /// Subscribers re-read at least this often, as a safety net under the notifications.
 pub const SAFETY_POLL: Duration = Duration::from_secs(10);
@@ -111,4 +116,28 @@ pub async fn wait_for(rx: &mut broadcast::Receiver<Signal>, relevant: impl Fn(&W
             _ = &mut deadline => return Some(0),
         }
     }
+}
+
+/// Runs a subscription's reader on its own task, feeding a bounded buffer that the socket writer drains.
+///
+/// The reader is polled whatever the socket does, so a database read, once begun, always runs to completion and
+/// releases its live-read slot and pooled connection: a reader only ever waits at a full buffer, holding nothing but
+/// the rows it read. (Polled from the socket's task instead, a read that began just before a write blocked stayed
+/// suspended mid-transaction for as long as the client did not read.) The task ends when the subscription does.
+pub fn detach<T: Send + 'static>(stream: impl Stream<Item = T> + Send + 'static) -> ReceiverStream<T> {
+    let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        loop {
+            let item = tokio::select! {
+                item = stream.next() => item,
+                _ = tx.closed() => break,
+            };
+            let Some(item) = item else { break };
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
 }

@@ -1,17 +1,21 @@
 //! GraphQL over WebSocket at `GET /graphql`: `graphql-transport-ws` and the legacy `graphql-ws` protocol.
 //!
 //! Around async-graphql's protocol handling this adds what a server needs in production: credentials from the
-//! `connection_init` payload, a deadline for that message (close 4408), keep-alive pings, a cap on connections per
-//! process and subscriptions per connection, and a proper close frame (1001) when the server shuts down.
+//! `connection_init` payload, a deadline for that message (close 4408), the protocol's own refusals (4401 for a
+//! subscription before `connection_init`, 4409 for an id already in use), keep-alive pings, a cap on connections per
+//! process and subscriptions per connection, a bound on how long a write may wait for a client that does not read
+//! (close 4429, or the connection is dropped), and a proper close frame (1001) when the server shuts down.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::http::{WebSocketProtocols, WsMessage};
 use async_graphql::{Data, Executor};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{FutureExt, SinkExt, StreamExt};
+use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::auth::{Auth, Caller};
@@ -23,10 +27,15 @@ pub struct SubscriptionSlots(pub Arc<Semaphore>, pub usize);
 /// Most messages written with one flush, so a busy connection still gets to its keep-alive and shutdown checks.
 const MAX_BURST: usize = 256;
 
+/// Close code for a client that did not accept data for `send_timeout`.
+pub const CLOSE_TOO_SLOW: u16 = 4429;
+
 pub struct WsSettings {
     pub init_timeout: Duration,
     pub keepalive: Duration,
     pub subscriptions_per_connection: usize,
+    /// How long one write may wait for the client to accept data before the connection is given up.
+    pub send_timeout: Duration,
 }
 
 /// Serves one upgraded connection until the client leaves, the protocol ends it, or the server shuts down.
@@ -42,14 +51,27 @@ pub async fn serve<E: Executor>(
     _permit: OwnedSemaphorePermit,
 ) {
     metrics::gauge!("flowtrace_ws_connections").increment(1.0);
+    let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
     let (mut sink, stream) = socket.split();
-    let input = stream.take_while(|msg| futures::future::ready(msg.is_ok())).filter_map(|msg| {
-        futures::future::ready(match msg {
-            Ok(Message::Text(text)) => Some(text.as_bytes().to_vec()),
-            Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
-            _ => None,
-        })
-    });
+    let rules = Arc::new(Mutex::new(Rules { legacy, ..Rules::default() }));
+    let input = {
+        let rules = rules.clone();
+        async_stream::stream! {
+            futures::pin_mut!(stream);
+            while let Some(Ok(message)) = stream.next().await {
+                let bytes = match message {
+                    Message::Text(text) => text.as_bytes().to_vec(),
+                    Message::Binary(bytes) => bytes.to_vec(),
+                    _ => continue,
+                };
+                // A message the protocol forbids ends the input; the loop below then closes with its code.
+                if !rules.lock().unwrap_or_else(|e| e.into_inner()).admit(&bytes) {
+                    break;
+                }
+                yield bytes;
+            }
+        }
+    };
     let initialised = Arc::new(AtomicBool::new(false));
     let on_init = {
         let initialised = initialised.clone();
@@ -67,7 +89,6 @@ pub async fn serve<E: Executor>(
             Ok(data)
         }
     };
-    let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
     let messages = async_graphql::http::WebSocket::new(executor, input, protocol).on_connection_init(on_init);
     futures::pin_mut!(messages);
     let mut keepalive = tokio::time::interval(settings.keepalive);
@@ -75,54 +96,137 @@ pub async fn serve<E: Executor>(
     let init_deadline = tokio::time::sleep(settings.init_timeout);
     tokio::pin!(init_deadline);
     loop {
-        let outgoing = tokio::select! {
+        let mut outgoing = Vec::with_capacity(2);
+        tokio::select! {
             message = messages.next() => match message {
-                Some(message) => to_socket(message),
-                None => break,
+                Some(message) => {
+                    let message = to_socket(message);
+                    rules.lock().unwrap_or_else(|e| e.into_inner()).sent(&message);
+                    outgoing.push(message);
+                }
+                None => match rules.lock().unwrap_or_else(|e| e.into_inner()).refusal.take() {
+                    Some((code, reason)) => outgoing.push(close(code, &reason)),
+                    None => break,
+                },
             },
             _ = keepalive.tick() => {
                 if legacy && initialised.load(Ordering::SeqCst) {
                     // subscriptions-transport-ws clients watch for `ka` messages.
-                    if sink.send(Message::Text(r#"{"type":"ka"}"#.into())).await.is_err() {
-                        break;
-                    }
+                    outgoing.push(Message::Text(r#"{"type":"ka"}"#.into()));
                 }
-                Message::Ping(Vec::new().into())
+                outgoing.push(Message::Ping(Vec::new().into()));
             }
             _ = &mut init_deadline, if !initialised.load(Ordering::SeqCst) => {
-                let _ = sink.send(close(4408, "Connection initialisation timeout")).await;
-                break;
+                outgoing.push(close(4408, "Connection initialisation timeout"));
             }
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-                let _ = sink.send(close(1001, "server shutting down")).await;
-                break;
-            }
+            _ = shutdown.wait_for(|s| *s) => outgoing.push(close(1001, "server shutting down")),
         };
         // Whatever else is ready goes out with it: one write for a burst of subscription items instead of one each.
-        let (mut closing, mut ended) = (matches!(outgoing, Message::Close(_)), false);
-        let mut queued = sink.feed(outgoing).await.is_ok();
-        for _ in 0..MAX_BURST {
-            if closing || !queued {
-                break;
+        // The whole write is bounded: a client that does not read must not keep this connection (or the server's
+        // shutdown) waiting.
+        let write = async {
+            let mut closing = false;
+            for message in outgoing {
+                closing |= matches!(message, Message::Close(_));
+                sink.feed(message).await?;
             }
-            match messages.next().now_or_never() {
-                Some(Some(message)) => {
-                    let message = to_socket(message);
-                    closing = matches!(message, Message::Close(_));
-                    queued = sink.feed(message).await.is_ok();
-                }
-                Some(None) => {
-                    ended = true;
+            let mut ended = false;
+            for _ in 0..MAX_BURST {
+                if closing {
                     break;
                 }
-                None => break,
+                match messages.next().now_or_never() {
+                    Some(Some(message)) => {
+                        let message = to_socket(message);
+                        rules.lock().unwrap_or_else(|e| e.into_inner()).sent(&message);
+                        closing = matches!(message, Message::Close(_));
+                        sink.feed(message).await?;
+                    }
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                }
             }
-        }
-        if !queued || sink.flush().await.is_err() || closing || ended {
-            break;
+            sink.flush().await?;
+            Ok::<bool, axum::Error>(closing || ended)
+        };
+        let written = tokio::select! {
+            written = tokio::time::timeout(settings.send_timeout, write) => written,
+            // Shutting down while the client does not read: there is no way to tell it, so it is dropped.
+            _ = shutdown.wait_for(|s| *s), if !*shutdown.borrow() => break,
+        };
+        match written {
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) | Ok(Err(_)) => break,
+            Err(_) => {
+                metrics::counter!("flowtrace_ws_too_slow_total").increment(1);
+                tracing::debug!("closing a WebSocket whose client did not read for {:?}", settings.send_timeout);
+                let frame = close(CLOSE_TOO_SLOW, "the client does not read fast enough");
+                let _ = tokio::time::timeout(settings.send_timeout, sink.send(frame)).await;
+                break;
+            }
         }
     }
     metrics::gauge!("flowtrace_ws_connections").decrement(1.0);
+}
+
+/// What graphql-transport-ws requires of the client, checked before async-graphql sees a message: no `subscribe`
+/// before `connection_init` (4401) and no id that is still in use (4409). The legacy protocol defines neither: there a
+/// `start` before `connection_init` closes 1011, and a `start` with an id in use replaces that subscription.
+#[derive(Default)]
+struct Rules {
+    legacy: bool,
+    initialised: bool,
+    active: HashSet<String>,
+    /// The close the client earned; the input ends when it is set.
+    refusal: Option<(u16, String)>,
+}
+
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    id: Option<String>,
+}
+
+impl Rules {
+    /// Whether a client message may pass; records the refusal when not.
+    fn admit(&mut self, bytes: &[u8]) -> bool {
+        let Ok(Peek { kind, id }) = serde_json::from_slice::<Peek>(bytes) else { return true };
+        match (kind.as_deref(), id) {
+            (Some("connection_init"), _) => self.initialised = true,
+            (Some("subscribe"), Some(id)) if !self.legacy => {
+                if !self.initialised {
+                    self.refusal = Some((4401, "Unauthorized".into()));
+                    return false;
+                }
+                if self.active.contains(&id) {
+                    self.refusal = Some((4409, format!("Subscriber for {id} already exists")));
+                    return false;
+                }
+                self.active.insert(id);
+            }
+            (Some("complete" | "stop"), Some(id)) => {
+                self.active.remove(&id);
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Frees the id of a subscription the server ended (`complete` or `error`).
+    fn sent(&mut self, message: &Message) {
+        let Message::Text(text) = message else { return };
+        // Serialised with `type` first; only these short messages are parsed.
+        let text = text.as_str();
+        if (text.starts_with(r#"{"type":"complete""#) || text.starts_with(r#"{"type":"error""#))
+            && let Ok(Peek { id: Some(id), .. }) = serde_json::from_str::<Peek>(text)
+        {
+            self.active.remove(&id);
+        }
+    }
 }
 
 fn to_socket(message: WsMessage) -> Message {

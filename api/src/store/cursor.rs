@@ -47,8 +47,9 @@ pub trait CursorKey: Sized {
     }
 }
 
+/// A forged cursor may hold a time PostgreSQL cannot store: invalid like any other it did not return.
 fn parse_micros(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp_micros(text.parse().ok()?)
+    DateTime::from_timestamp_micros(text.parse().ok()?).filter(crate::domain::storable_time)
 }
 
 /// Trace cursors; events use their own tag so the two cannot be swapped.

@@ -50,6 +50,16 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
                 StoreError::Unavailable(err.to_string())
             }
+            // Data exceptions are values the database refused: the client's input, described without the
+            // database's own text (which names internals). The API checks these values first; this is the net.
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")) => {
+                tracing::debug!(%err, "the database refused a value");
+                StoreError::BadInput(data_exception(db.code().as_deref().unwrap_or("")).into())
+            }
+            sqlx::Error::Encode(_) => {
+                tracing::debug!(%err, "a value could not be encoded for the database");
+                StoreError::BadInput("a value cannot be stored (out of range)".into())
+            }
             _ => StoreError::Database(err.to_string()),
         }
     }
@@ -67,6 +77,17 @@ impl From<DbErr> for StoreError {
             }
             other => StoreError::Database(other.to_string()),
         }
+    }
+}
+
+/// What a data exception (SQLSTATE class 22) says to the client.
+fn data_exception(code: &str) -> &'static str {
+    match code {
+        "22P05" | "22021" => "a text or JSON value contains a character that cannot be stored (such as \\u0000)",
+        "22008" | "22007" => "a time is outside the range that can be stored (4713 BC to 294276 AD)",
+        "22003" => "a number is out of the range that can be stored",
+        "22001" => "a value is longer than can be stored",
+        _ => "a value cannot be stored",
     }
 }
 

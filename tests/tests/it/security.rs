@@ -1,5 +1,7 @@
 //! Auth (JWT roles, API keys), limits and the bind guard.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use flowtrace::auth::{AuthArgs, hash_api_key};
 use flowtrace::config::ServeArgs;
@@ -7,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::fixtures::{RECORD, START, trace};
 use crate::harness::{Kind, TestApp, test_db};
+use crate::ws_client::{Event, TRANSPORT_WS, WsClient};
 
 const SECRET: &str = "test-secret-with-enough-entropy-0123456789";
 
@@ -148,5 +151,44 @@ async fn introspection_and_graphiql_can_be_switched_off() {
         let res = open.http.get(format!("{}/graphiql/assets/{asset}", open.base)).send().await.expect("asset");
         assert_eq!(res.status().as_u16(), 200, "{asset}");
         assert!(res.bytes().await.expect("body").len() > 5_000, "{asset} is the real file");
+    }
+}
+
+fn signed(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+#[tokio::test]
+async fn tokens_not_yet_valid_are_refused_and_the_bearer_scheme_is_case_insensitive() {
+    let app = secured_app().await;
+    let read = "{ sessions(first: 1) { edges { cursor } } }";
+    let now = Utc::now().timestamp();
+    let early = signed(json!({ "role": "service_role", "sub": "u", "exp": now + 7200, "nbf": now + 3600 }));
+    let body = call(&app, Some(&format!("Bearer {early}")), read, json!({})).await;
+    assert_eq!(code(&body), "UNAUTHENTICATED", "nbf an hour ahead: {body}");
+    let valid = signed(json!({ "role": "authenticated", "sub": "u", "exp": now + 7200, "nbf": now - 1 }));
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let body = call(&app, Some(&format!("{scheme} {valid}")), read, json!({})).await;
+        assert!(body.get("errors").is_none(), "{scheme}: {body}");
+        let body = call(&app, Some(&format!("{scheme} reader-key")), read, json!({})).await;
+        assert!(body.get("errors").is_none(), "{scheme} with an API key: {body}");
+    }
+    // The same rules over WebSocket, from the connection_init payload.
+    for (authorization, accepted) in [(format!("BEARER {valid}"), true), (format!("Bearer {early}"), false)] {
+        let mut ws = WsClient::connect(&app.base, TRANSPORT_WS, json!({ "Authorization": authorization })).await;
+        ws.subscribe(read, json!({})).await;
+        match ws.next_event(Duration::from_secs(30)).await {
+            Some(Event::Data(_)) => assert!(accepted, "{authorization} must be refused"),
+            Some(Event::Error(errors)) => {
+                assert!(!accepted, "{authorization} must be accepted: {errors}");
+                assert_eq!(errors[0]["extensions"]["code"], "UNAUTHENTICATED");
+            }
+            other => panic!("expected an answer, got {other:?}"),
+        }
     }
 }

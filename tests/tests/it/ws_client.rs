@@ -40,6 +40,47 @@ impl WsClient {
         WsClient { ws, legacy: protocol == LEGACY_WS, next_id: 0 }
     }
 
+    /// Opens the socket over a TCP connection whose receive buffer is `rcvbuf` bytes (set before connecting, so the
+    /// advertised window stays small): a client that stops reading then stalls the server's writes quickly.
+    pub async fn open_small_buffer(base: &str, protocol: &str, rcvbuf: usize) -> WsClient {
+        let url = format!("{}/graphql", base.replacen("http", "ws", 1));
+        let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().expect("server address");
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+        socket.connect(&addr.into()).expect("TCP connects");
+        socket.set_nonblocking(true).expect("non-blocking");
+        let tcp = TcpStream::from_std(std::net::TcpStream::from(socket)).expect("tokio stream");
+        let mut request = url.into_client_request().expect("request");
+        request.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
+        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)).await.expect("upgrade");
+        WsClient { ws, legacy: protocol == LEGACY_WS, next_id: 0 }
+    }
+
+    /// Sends `connection_init` without waiting for the acknowledgement.
+    pub async fn init(&mut self, payload: Value) {
+        self.send(json!({ "type": "connection_init", "payload": payload })).await;
+    }
+
+    /// Starts a subscription under the given id.
+    pub async fn subscribe_as(&mut self, id: &str, query: &str, variables: Value) {
+        let kind = if self.legacy { "start" } else { "subscribe" };
+        self.send(json!({ "type": kind, "id": id, "payload": { "query": query, "variables": variables } })).await;
+    }
+
+    /// Reads until the server closes the socket; the close code, `None` for a socket that ended without one, or
+    /// panics when it stays open past `wait`.
+    pub async fn closed_within(&mut self, wait: Duration) -> Option<u16> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("the socket is still open after {wait:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
     /// Opens the socket and completes `connection_init` with `payload`.
     pub async fn connect(base: &str, protocol: &str, payload: Value) -> WsClient {
         let mut client = Self::open(base, protocol).await;
