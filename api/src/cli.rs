@@ -53,6 +53,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             result
         }
+        Command::Import(args) => {
+            let db = Database::open(&cli.database).await?;
+            let result = async {
+                db.store.wait_until_reachable(std::time::Duration::from_secs(30)).await?;
+                db.store.migrate_up().await?;
+                crate::import::run(&db.store, &args).await
+            }
+            .await;
+            db.close().await;
+            // Exit status: 0 everything stored, 2 finished with rows skipped, 1 failed (see README).
+            if result?.skipped.is_empty() { Ok(()) } else { std::process::exit(2) }
+        }
         Command::Seed(args) => {
             let db = Database::open(&cli.database).await?;
             let result = async {

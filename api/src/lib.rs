@@ -9,6 +9,7 @@ pub mod embedded_pg;
 pub mod error;
 pub mod graphiql;
 pub mod graphql;
+pub mod import;
 pub mod limits;
 pub mod live;
 pub mod metrics;

@@ -5,6 +5,8 @@ mod bad_input;
 mod embedded;
 mod fixtures;
 mod harness;
+mod import;
+mod import_fixtures;
 mod ingest;
 mod live;
 mod migrations;
