@@ -56,12 +56,14 @@ pub fn unescape(raw: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// A raw id as text for the list of skipped rows.
+/// A raw id as text for the list of skipped rows, control characters escaped (`\u{1}`) so the list stays readable.
 pub fn display(raw: Option<&[u8]>) -> String {
-    match raw {
-        Some(raw) => String::from_utf8_lossy(&unescape(raw)).into_owned(),
-        None => "(no id)".into(),
+    let Some(raw) = raw else { return "(no id)".into() };
+    let text = String::from_utf8_lossy(&unescape(raw)).into_owned();
+    if !text.chars().any(char::is_control) {
+        return text;
     }
+    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
 /// Checks the rows of one table.

@@ -81,8 +81,8 @@ async fn imports_the_replaced_services_main_tables_like_ingested_data() {
         "skipped flow_traces ft_bad_json: dataPayload is not valid JSON",
         "skipped flow_traces ft_nul: dataPayload contains a NUL character",
         "skipped flow_traces ft_blank_node: sourceNodeId is blank",
-        "skipped flow_trace_sessions fts_bad\u{1}id: id contains the control character U+0001",
-        "skipped flow_traces ft_orphaned: its session fts_bad\u{1}id is not imported",
+        "skipped flow_trace_sessions fts_bad\\u{1}id: id contains the control character U+0001",
+        "skipped flow_traces ft_orphaned: sessionId contains the control character U+0001",
     ] {
         assert!(lines.iter().any(|l| l.starts_with(expected)), "missing {expected:?} in {out}");
     }
@@ -271,7 +271,7 @@ async fn a_run_killed_midway_and_started_again_stores_every_row_once() {
     assert_eq!(scalar(&target, "SELECT count(*) FROM flow_traces").await, sessions * traces);
     assert_consistent(&target).await;
     let failed = scalar(&target, "SELECT count(*) FROM flow_trace_sessions WHERE status = 'FAILED'").await;
-    assert_eq!(failed, sessions / 10);
+    assert_eq!(failed, sessions / 10 - 1, "every tenth failed, the last one still runs");
     let (code, out) = run_binary(&target.store, source.store.url(), &[]).await;
     assert_eq!(code, 0);
     assert!(out.contains("flow_trace_sessions 0 new, 0 brought up to date; flow_traces 0 new"), "{out}");
