@@ -50,7 +50,13 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         .await?;
     sqlx::raw_sql("VACUUM ANALYZE").execute(&mut source).await?;
     let secs = started.elapsed().as_secs_f64();
-    report.add("import", "source generated (replaced service, main PostgreSQL)", format!("{traces} traces in {secs:.0} s"), "", None);
+    report.add(
+        "import",
+        "source generated (replaced service, main PostgreSQL)",
+        format!("{traces} traces in {secs:.0} s"),
+        "",
+        None,
+    );
 
     // Baseline: the same rows, already in flow_traces' form, by COPY into flow_traces (read before the clock starts).
     let mut rows = Vec::new();
@@ -91,7 +97,13 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     let import_rate = traces as f64 / import_secs;
     let ratio = import_rate / copy_rate;
     let mode = if server.timescaledb { "TimescaleDB" } else { "plain" };
-    report.add("import", &format!("flowtrace import ({mode}, whole process)"), format!("{import_rate:.0} traces/s"), "", None);
+    report.add(
+        "import",
+        &format!("flowtrace import ({mode}, whole process)"),
+        format!("{import_rate:.0} traces/s"),
+        "",
+        None,
+    );
     report.add("import", "COPY of the same rows into flow_traces", format!("{copy_rate:.0} rows/s"), "", None);
     report.add("import", "import / COPY", format!("{ratio:.2}x"), ">= 0.5x", Some(ratio >= 0.5));
     Ok(())

@@ -60,9 +60,8 @@ pub async fn run(store: &Store, args: &ImportArgs) -> anyhow::Result<Outcome> {
     )
     .execute(&mut src)
     .await?;
-    let unstarted: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(source.sessions_without_start()))
-        .fetch_all(&mut src)
-        .await?;
+    let unstarted: Vec<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(source.sessions_without_start())).fetch_all(&mut src).await?;
     for id in unstarted {
         let column = source.source_name(&SESSIONS[5]);
         reader.outcome.skipped.push(("flow_trace_sessions", id, format!("{column} is missing")));
@@ -90,7 +89,17 @@ pub async fn run(store: &Store, args: &ImportArgs) -> anyhow::Result<Outcome> {
     for (i, &(first, last)) in batches.iter().enumerate() {
         stored += store_batch(&mut dst, first as i32, last as i32).await?;
         done += (first..=last).map(|n| u64::from(reader.rows[n]) + 1).sum::<u64>();
-        progress.stored(done, &format!("batch {}/{}: sessions {}..{} of {}", i + 1, batches.len(), first + 1, last + 1, reader.rows.len()));
+        progress.stored(
+            done,
+            &format!(
+                "batch {}/{}: sessions {}..{} of {}",
+                i + 1,
+                batches.len(),
+                first + 1,
+                last + 1,
+                reader.rows.len()
+            ),
+        );
     }
     if mode.is_timescaledb()
         && let Some((from, to)) = refresh_aggregates(&mut dst).await?
@@ -188,7 +197,8 @@ impl Reader<'_> {
             Table::Traces => "import_traces",
             Table::Events => "import_events",
         };
-        let mut input = src.copy_out_raw(query).await.with_context(|| format!("reading {} at the source", table.name()))?;
+        let mut input =
+            src.copy_out_raw(query).await.with_context(|| format!("reading {} at the source", table.name()))?;
         let mut copy = dst.copy_in_raw(&format!("COPY {staging} FROM STDIN")).await?;
         let (mut carry, mut out, mut count) = (Vec::new(), Vec::with_capacity(1 << 20), 0u64);
         while let Some(bytes) = input.next().await {
@@ -308,8 +318,10 @@ impl Progress {
     fn storing(&self, total: u64) {
         if let Some(bar) = &self.bar {
             bar.set_style(
-                ProgressStyle::with_template("[{elapsed_precise}] {wide_bar} {pos}/{len} rows stored ({per_sec}) {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "[{elapsed_precise}] {wide_bar} {pos}/{len} rows stored ({per_sec}) {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.set_length(total);
             bar.set_position(0);

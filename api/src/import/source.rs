@@ -176,7 +176,10 @@ impl Source {
             let mode = if timescaledb { "TimescaleDB mode" } else { "plain PostgreSQL mode" };
             (Layout::Flowtrace, format!("another flowtrace database ({mode})"))
         } else if traces.contains_key("sessionId") {
-            (Layout::ReplacedMain, "the replaced service's tables in its main PostgreSQL (camelCase columns)".to_owned())
+            (
+                Layout::ReplacedMain,
+                "the replaced service's tables in its main PostgreSQL (camelCase columns)".to_owned(),
+            )
         } else if traces.contains_key("session_id") {
             (Layout::ReplacedTimescale, "the replaced service's TimescaleDB schema (snake_case columns)".to_owned())
         } else {

@@ -195,12 +195,11 @@ pub async fn store_batch(conn: &mut PgConnection, first: i32, last: i32) -> Stor
     sqlx::query(KNOWN).bind(first).bind(last).execute(&mut *tx).await?;
     let updated = sqlx::query(UPDATE_ENDED).bind(first).bind(last).execute(&mut *tx).await?.rows_affected();
     let sessions = sqlx::query(INSERT_SESSIONS).bind(first).bind(last).execute(&mut *tx).await?.rows_affected();
-    let (traces, _): (i64, i64) =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("WITH {CONTEXT}, {INSERT_TRACES}")))
-            .bind(first)
-            .bind(last)
-            .fetch_one(&mut *tx)
-            .await?;
+    let (traces, _): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!("WITH {CONTEXT}, {INSERT_TRACES}")))
+        .bind(first)
+        .bind(last)
+        .fetch_one(&mut *tx)
+        .await?;
     let events: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("WITH {CONTEXT}, {INSERT_EVENTS}")))
         .bind(first)
         .bind(last)
@@ -215,20 +214,19 @@ pub async fn store_batch(conn: &mut PgConnection, first: i32, last: i32) -> Stor
 /// range refreshed.
 pub async fn refresh_aggregates(conn: &mut PgConnection) -> StoreResult<Option<(DateTime<Utc>, DateTime<Utc>)>> {
     let day = "date_trunc('day', min(t), 'UTC'), date_trunc('day', max(t), 'UTC') + INTERVAL '1 day'";
-    let sessions: (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {day} FROM (SELECT start_time AS t FROM import_sessions) x")))
-            .fetch_one(&mut *conn)
-            .await?;
+    let sessions: (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {day} FROM (SELECT start_time AS t FROM import_sessions) x"
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
     let traces: (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {day} FROM (SELECT timestamp AS t FROM import_traces) x")))
             .fetch_one(&mut *conn)
             .await?;
     let mut range: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
-    for (view, window) in [
-        ("session_stats_hourly", sessions),
-        ("session_stats_daily", sessions),
-        ("node_performance_hourly", traces),
-    ] {
+    for (view, window) in
+        [("session_stats_hourly", sessions), ("session_stats_daily", sessions), ("node_performance_hourly", traces)]
+    {
         let (Some(from), Some(to)) = window else { continue };
         // View names are ours and the times come from the database: nothing here is a client's text.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

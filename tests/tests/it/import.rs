@@ -239,8 +239,11 @@ async fn since_and_until_take_the_sessions_started_in_the_window_whole() {
 async fn a_run_killed_midway_and_started_again_stores_every_row_once() {
     let source = source_with(MAIN_DDL).await;
     let (sessions, traces) = (300, 20);
-    exec(&source.store, &MAIN_FILL.replace("{sessions}", &sessions.to_string()).replace("{traces}", &traces.to_string()))
-        .await;
+    exec(
+        &source.store,
+        &MAIN_FILL.replace("{sessions}", &sessions.to_string()).replace("{traces}", &traces.to_string()),
+    )
+    .await;
     let target = test_db(Kind::Default).await;
     let mut child = tokio::process::Command::new(flowtrace_binary())
         .args(["import", "--from", source.store.url(), "--batch-rows", "40"])
@@ -262,7 +265,11 @@ async fn a_run_killed_midway_and_started_again_stores_every_row_once() {
     let status = child.wait().await.expect("wait");
     assert!(status.code().is_none(), "killed by a signal, not finished");
     let stored = scalar(&target, "SELECT count(*) FROM flow_traces").await;
-    assert!(stored > 0 && stored < sessions * traces, "killed midway: {stored} of {} stored ({at_kill})", sessions * traces);
+    assert!(
+        stored > 0 && stored < sessions * traces,
+        "killed midway: {stored} of {} stored ({at_kill})",
+        sessions * traces
+    );
     assert_consistent(&target).await;
 
     let (code, out) = run_binary(&target.store, source.store.url(), &["--batch-rows", "40"]).await;

@@ -64,7 +64,11 @@ pub fn history(second_status: &'static str) -> Vec<FxSession> {
                     payload: Some("[1, 2, {\"deep\": \"x\\ty\"}]"),
                     ..trace("ft_mf3k2q1b_a2", 2, 80, "warning", "transform", "sub-a")
                 },
-                FxTrace { error: Some("boom"), payload: None, ..trace("ft_mf3k2q1b_a3", 61, 40, "error", "sub-a", "load") },
+                FxTrace {
+                    error: Some("boom"),
+                    payload: None,
+                    ..trace("ft_mf3k2q1b_a3", 61, 40, "error", "sub-a", "load")
+                },
                 trace("ft_mf3k2q1b_a4", 62, 7, "success", "load", "done"),
             ],
             events: vec![("ev-1", "fetch", "start", 0), ("ev-2", "done", "complete", 99)],
