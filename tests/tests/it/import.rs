@@ -310,3 +310,44 @@ async fn round_trip_between_flowtrace_databases_keeps_ids_and_answers() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_older_flowtrace_with_uuid_ids_comes_over_with_their_text() {
+    use migration::MigratorTrait;
+    let source = crate::harness::empty_db().await;
+    // The schema before ids became text: the first eight migrations.
+    migration::Migrator::up(source.store.orm(), Some(8)).await.expect("old schema");
+    sqlx::query(
+        "WITH s AS (
+            INSERT INTO flow_trace_sessions (id, start_time, workflow_id, workflow_name, status, end_time, total_traces)
+            VALUES ('6f1c2a4e-0000-4000-8000-000000000001', $1, 'wf-old', 'Old', 'COMPLETED', $1 + INTERVAL '1 minute', 42)
+            RETURNING id, start_time)
+         INSERT INTO flow_traces (id, timestamp, seq, session_id, workflow_id, status, source_node_id, target_node_id,
+            parent_trace_id, duration, data_size)
+         SELECT ('6f1c2a4e-0000-4000-8000-00000000010' || n)::uuid, start_time + n * INTERVAL '1 second', n, id,
+            'wf-old', 'SUCCESS', 'a', 'b',
+            CASE WHEN n > 1 THEN '6f1c2a4e-0000-4000-8000-000000000101'::uuid END, 5, 10
+         FROM s, generate_series(1, 3) n",
+    )
+    .bind(at(0))
+    .execute(source.store.pool())
+    .await
+    .expect("old rows");
+    let target = test_db(Kind::Default).await;
+    let outcome = run(&target.store, &args(source.store.url())).await.expect("import");
+    assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
+    assert_eq!((outcome.stored.sessions, outcome.stored.traces), (1, 3));
+    assert_consistent(&target).await;
+    let app = TestApp::with_db(target, ServeArgs::default()).await;
+    let data = app
+        .ok(
+            "query($s: ID!) { session(id: $s) { id summary { totalTraces }
+                traces(first: 10) { edges { node { id parentTraceId } } } } }",
+            json!({ "s": "6f1c2a4e-0000-4000-8000-000000000001" }),
+        )
+        .await;
+    assert_eq!(data["session"]["summary"]["totalTraces"], 3, "recomputed, not the stored 42");
+    let edges = &data["session"]["traces"]["edges"];
+    assert_eq!(edges[2]["node"]["id"], "6f1c2a4e-0000-4000-8000-000000000103");
+    assert_eq!(edges[2]["node"]["parentTraceId"], "6f1c2a4e-0000-4000-8000-000000000101");
+}
