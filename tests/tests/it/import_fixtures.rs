@@ -359,13 +359,20 @@ pub fn args(from: &str) -> ImportArgs {
     }
 }
 
-/// The `flowtrace` binary of this build (cargo builds it into the folder above the test binary's `deps`).
+/// The `flowtrace` binary of this build, in the folder above the test binary's `deps`. Cargo builds a package's
+/// binaries only for that package's own tests, so it is brought up to date here (once per test run).
 pub fn flowtrace_binary() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "flowtrace", "--bin", "flowtrace"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p flowtrace failed");
+    });
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|deps| deps.parent()).expect("target folder");
-    let binary = dir.join("flowtrace");
-    assert!(binary.exists(), "{} is missing: build it with `cargo build -p flowtrace`", binary.display());
-    binary
+    dir.join("flowtrace")
 }
 
 /// Runs `flowtrace import` as a process into `target`; returns its exit code and stdout.
