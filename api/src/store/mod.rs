@@ -4,6 +4,7 @@ pub mod analytics;
 pub mod cursor;
 pub mod events;
 pub mod health;
+pub mod ids;
 pub mod import;
 pub mod ingest;
 pub mod live;

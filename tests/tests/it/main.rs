@@ -5,6 +5,7 @@ mod bad_input;
 mod embedded;
 mod fixtures;
 mod harness;
+mod ids;
 mod import;
 mod import_fixtures;
 mod ingest;
