@@ -73,6 +73,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Db { action: DbAction::Url } => crate::db_commands::print_url(&cli.database).await,
         Command::Psql { args } => crate::db_commands::psql(&cli.database, args).await,
+        Command::Import(args) => {
+            let db = Database::open(&cli.database).await?;
+            let result = async {
+                db.store.wait_until_reachable(std::time::Duration::from_secs(30)).await?;
+                db.store.migrate_up().await?;
+                crate::import::run(&db.store, &args).await
+            }
+            .await;
+            db.close().await;
+            // Exit status: 0 everything stored, 2 finished with rows skipped, 1 failed (see README).
+            if result?.skipped.is_empty() { Ok(()) } else { std::process::exit(2) }
+        }
         Command::Seed(args) => {
             let db = Database::open(&cli.database).await?;
             let result = async {

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use migration::Policies;
 
@@ -70,6 +71,8 @@ pub enum Command {
     },
     /// Write realistic demo data through the ingest path.
     Seed(SeedArgs),
+    /// Copy sessions, traces and events from the replaced service's tables or another flowtrace database.
+    Import(ImportArgs),
     /// Print the GraphQL SDL.
     Schema,
     /// Print the hash of an API key, for FLOWTRACE_API_KEYS (`write:<hash>` or `read:<hash>`).
@@ -184,6 +187,39 @@ pub struct SeedArgs {
     pub sessions: usize,
     #[arg(long, default_value_t = 200)]
     pub traces_per_session: usize,
+}
+
+/// `flowtrace import`: where from, which sessions, and the rules rows must keep (the ingest limits).
+#[derive(Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// PostgreSQL URL of the source: the replaced service's database, or another flowtrace database.
+    #[arg(long, env = "FLOWTRACE_IMPORT_FROM")]
+    pub from: String,
+    /// Only sessions that started at or after this time (RFC 3339, or a date taken as midnight UTC).
+    #[arg(long, env = "FLOWTRACE_IMPORT_SINCE", value_parser = parse_time)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only sessions that started before this time.
+    #[arg(long, env = "FLOWTRACE_IMPORT_UNTIL", value_parser = parse_time)]
+    pub until: Option<DateTime<Utc>>,
+    /// Time zone of the source's `timestamp without time zone` columns.
+    #[arg(long, env = "FLOWTRACE_IMPORT_SOURCE_TIMEZONE", default_value = "UTC")]
+    pub source_timezone: String,
+    /// Rows (sessions, traces, events) stored per transaction, roughly: a batch holds whole sessions.
+    #[arg(long, env = "FLOWTRACE_IMPORT_BATCH_ROWS", default_value_t = 50_000)]
+    pub batch_rows: usize,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("{text:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"))
 }
 
 /// Policy overrides; unset ones keep DESIGN §2's defaults. Values are PostgreSQL intervals (`'45 days'`).

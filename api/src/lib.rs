@@ -11,6 +11,7 @@ pub mod embedded_shared;
 pub mod error;
 pub mod graphiql;
 pub mod graphql;
+pub mod import;
 pub mod limits;
 pub mod live;
 pub mod log_limit;

@@ -3,6 +3,7 @@
 //! and writes JSON. The server runs as its own process (the release `flowtrace` binary next to this one), so its
 //! memory is measured alone.
 
+mod import;
 mod ingest;
 mod live;
 mod reads;
@@ -46,9 +47,12 @@ pub struct Args {
     /// Use this PostgreSQL (a database `flowtrace_bench` is created on it) instead of an embedded cluster.
     #[arg(long, env = "BENCH_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Traces in the replaced service's tables that the import phase imports.
+    #[arg(long)]
+    pub import_traces: Option<usize>,
     /// Phases to run, comma-separated: ingest, reads, live, slow (live delivery while a tenth of the subscribers
-    /// have stopped reading).
-    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live,slow")]
+    /// have stopped reading), import.
+    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live,slow,import")]
     pub phases: Vec<String>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
@@ -66,14 +70,15 @@ pub struct Sizes {
     pub viewers_per_session: usize,
     pub live_rate: usize,
     pub live_seconds: u64,
+    pub import: usize,
 }
 
 impl Args {
     fn sizes(&self) -> Sizes {
-        let (traces, per_row, dataset, runs, subs, rate, secs) = if self.quick {
-            (20_000, 2_000, 100_000, 30, 20, 2_000, 2)
+        let (traces, per_row, dataset, runs, subs, rate, secs, import) = if self.quick {
+            (20_000, 2_000, 100_000, 30, 20, 2_000, 2, 20_000)
         } else {
-            (1_000_000, 20_000, 10_000_000, 100, 1_000, 10_000, 10)
+            (1_000_000, 20_000, 10_000_000, 100, 1_000, 10_000, 10, 1_000_000)
         };
         Sizes {
             traces: self.traces.unwrap_or(traces),
@@ -84,6 +89,7 @@ impl Args {
             viewers_per_session: self.viewers_per_session.max(1),
             live_rate: self.live_rate.unwrap_or(rate),
             live_seconds: self.live_seconds.unwrap_or(secs),
+            import: self.import_traces.unwrap_or(import),
         }
     }
 }
@@ -109,6 +115,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if wanted("slow") {
             live::run(&server, &sizes, &mut report, true).await?;
+        }
+        if wanted("import") {
+            import::run(&server, &sizes, &mut report).await?;
         }
         anyhow::Ok(())
     }

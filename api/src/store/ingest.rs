@@ -190,7 +190,7 @@ pub fn check_time(at: DateTime<Utc>) -> Result<(), String> {
     Ok(())
 }
 
-fn json_depth(value: &Json) -> usize {
+pub(crate) fn json_depth(value: &Json) -> usize {
     // Iterative, so a hostile payload cannot overflow the stack here.
     let mut deepest = 0;
     let mut stack = vec![(value, 1usize)];

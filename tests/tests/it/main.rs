@@ -10,6 +10,8 @@ mod fixtures;
 mod harness;
 mod hostile_input;
 mod ids;
+mod import;
+mod import_fixtures;
 mod ingest;
 mod live;
 mod migrations;
