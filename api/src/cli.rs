@@ -53,6 +53,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             result
         }
+        Command::Export(args) => {
+            let db = Database::open(&cli.database).await?;
+            let result = crate::export::run(&db.store, args).await;
+            db.close().await;
+            result
+        }
         Command::Seed(args) => {
             let db = Database::open(&cli.database).await?;
             let result = async {

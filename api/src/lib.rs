@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod embedded_pg;
 pub mod error;
+pub mod export;
 pub mod graphiql;
 pub mod graphql;
 pub mod limits;

@@ -3,6 +3,7 @@
 //! and writes JSON. The server runs as its own process (the release `flowtrace` binary next to this one), so its
 //! memory is measured alone.
 
+mod export;
 mod ingest;
 mod live;
 mod reads;
@@ -45,8 +46,8 @@ pub struct Args {
     /// Use this PostgreSQL (a database `flowtrace_bench` is created on it) instead of an embedded cluster.
     #[arg(long, env = "BENCH_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Phases to run, comma-separated: ingest, reads, live.
-    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live")]
+    /// Phases to run, comma-separated: ingest, reads, live, export.
+    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live,export")]
     pub phases: Vec<String>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
@@ -104,6 +105,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if wanted("live") {
             live::run(&server, &sizes, &mut report).await?;
+        }
+        if wanted("export") {
+            export::run(&server, &sizes, &mut report).await?;
         }
         anyhow::Ok(())
     }

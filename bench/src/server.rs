@@ -171,7 +171,7 @@ impl Server {
     }
 }
 
-fn flowtrace_binary() -> anyhow::Result<PathBuf> {
+pub fn flowtrace_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let binary = exe.parent().context("bench binary has no folder")?.join("flowtrace");
     if !binary.exists() {

@@ -3,6 +3,7 @@
 mod analytics;
 mod bad_input;
 mod embedded;
+mod export;
 mod fixtures;
 mod harness;
 mod ingest;
