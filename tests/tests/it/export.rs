@@ -416,6 +416,9 @@ async fn export_writes_one_file_per_table_and_day_that_reads_back_as_the_api_ans
         })
         .collect();
     complete(&app, &sessions[2], midnight(first) + Duration::days(2) + Duration::hours(13)).await;
+    // What a run killed while writing leaves: a temporary file of a process that no longer exists (above pid_max).
+    let stale = out.join("flow_traces").join(format!(".{}.parquet.4194305.tmp", day(1)));
+    std::fs::write(&stale, b"PAR1 half a file").expect("stale file");
     let again = run_export(
         &app,
         &["--out", out.to_str().expect("path"), "--from", &first.to_string(), "--to", &to.to_rfc3339()],
@@ -449,6 +452,8 @@ async fn export_writes_one_file_per_table_and_day_that_reads_back_as_the_api_ans
             .all(|e| { !e.expect("entry").file_name().to_string_lossy().ends_with(".tmp") }),
         "no temporary file is left"
     );
+    assert!(!stale.exists(), "a dead run's temporary file is removed");
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 fn tempdir(name: &str) -> PathBuf {
@@ -472,6 +477,25 @@ async fn an_empty_window_writes_nothing_and_says_so() {
     for (table, _, _) in TABLES {
         assert!(files(&out, table).is_empty(), "{table}");
     }
+    // Bad options are refused before anything is written, with a message that says which.
+    for (args, says) in [
+        (vec!["--older-than", "soon"], "--older-than 'soon' is not a positive PostgreSQL interval"),
+        (vec!["--older-than=-3 days"], "--older-than '-3 days' is not a positive PostgreSQL interval"),
+        (vec!["--from", "2001-02-01", "--to", "2001-01-01"], "--from must be before --to"),
+        (vec!["--from", "yesterday"], "'yesterday' is neither YYYY-MM-DD nor an RFC 3339 time"),
+    ] {
+        let out = std::process::Command::new(binary())
+            .args(["export", "--out", out.to_str().expect("path")])
+            .args(&args)
+            .env("DATABASE_URL", app.db.store.url())
+            .output()
+            .expect("running flowtrace export");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert!(files(&out, "flow_traces").is_empty());
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// Ids of `table` with their time.
@@ -532,15 +556,14 @@ async fn older_than_exports_exactly_what_retention_then_drops() {
     unschedule_jobs(&app).await;
     let now = Utc::now();
     // Around each table's default retention (sessions 90, traces 30, events 7 days), a day or more from the cut.
-    let mut all = Vec::new();
     for (k, days) in [100, 92, 88, 33, 32, 28, 9, 8, 5, 1].into_iter().enumerate() {
         let at = now - Duration::days(days);
         let s = start_session(&app, &format!("old-{k}"), at, json!(null)).await;
         record_traces(&app, &s, &[at + Duration::minutes(1), at + Duration::minutes(2)]).await;
         record_events(&app, &s, &[at + Duration::minutes(1)]).await;
-        all.push(s);
     }
     let out = tempdir("older");
+    let first_out = out.clone();
     let before: Vec<BTreeSet<String>> = futures::future::join_all(TABLES.iter().map(|t| ids(&app, t.0))).await;
     let stdout = run_export(&app, &["--out", out.to_str().expect("path"), "--older-than"], &[]);
     run_retention(&app).await;
@@ -554,6 +577,8 @@ async fn older_than_exports_exactly_what_retention_then_drops() {
     let out = tempdir("older-explicit");
     let stdout = run_export(&app, &["--out", out.to_str().expect("path"), "--older-than", "2 days"], &[]);
     assert_eq!(exported_ids(&out, "flow_trace_events").len(), 1, "the event of 5 days ago, not yesterday's: {stdout}");
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&first_out);
 }
 
 #[tokio::test]
@@ -594,4 +619,5 @@ async fn a_day_cut_by_the_window_is_completed_later_keeping_rows_retention_delet
     // Complete now: the next run skips it.
     let again = run_export(&app, &["--out", out.to_str().expect("path"), "--from", &day.to_string()], &env);
     assert!(again.contains("flow_traces 0 rows in 0 files, 1 complete days skipped"), "{again}");
+    let _ = std::fs::remove_dir_all(&out);
 }
