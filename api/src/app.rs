@@ -278,11 +278,48 @@ async fn graphql_ws(State(state): State<AppState>, headers: HeaderMap, upgrade: 
     })
 }
 
+/// The `GET /api/health/timescaledb` body. The first five fields keep the replaced service's contract, which
+/// monitoring compares as numbers: counts of hypertables and continuous aggregates, and a version string (`""` when
+/// there is no TimescaleDB). The names and the rest come beside them.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HealthBody {
+    connected: bool,
+    version: String,
+    hypertables: usize,
+    compression_enabled: bool,
+    continuous_aggregates: usize,
+    hypertable_names: Vec<String>,
+    continuous_aggregate_names: Vec<String>,
+    postgres_version: Option<String>,
+    mode: String,
+    jobs_failing: i64,
+}
+
+impl From<Health> for HealthBody {
+    fn from(h: Health) -> Self {
+        HealthBody {
+            connected: h.connected,
+            version: h.version.unwrap_or_default(),
+            hypertables: h.hypertables.len(),
+            compression_enabled: h.compression_enabled,
+            continuous_aggregates: h.continuous_aggregates.len(),
+            hypertable_names: h.hypertables,
+            continuous_aggregate_names: h.continuous_aggregates,
+            postgres_version: h.postgres_version,
+            mode: h.mode,
+            jobs_failing: h.jobs_failing,
+        }
+    }
+}
+
 /// `GET /api/health/timescaledb`: 503 when the database cannot be reached.
 async fn health(State(state): State<AppState>) -> Response {
     match state.store.health().await {
-        Ok(health) => axum::Json(health).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(Health::unreachable())).into_response(),
+        Ok(health) => axum::Json(HealthBody::from(health)).into_response(),
+        Err(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(HealthBody::from(Health::unreachable()))).into_response()
+        }
     }
 }
 

@@ -111,21 +111,21 @@ pub async fn seed(store: &Store, sessions: usize, traces_per_session: usize) -> 
             }
             if traces.len() == BATCH {
                 bar.inc(traces.len() as u64);
-                store.record_traces(&limits, session.id, std::mem::take(&mut traces)).await?;
+                store.record_traces(&limits, &session.id, std::mem::take(&mut traces)).await?;
             }
         }
         if !traces.is_empty() {
             bar.inc(traces.len() as u64);
-            store.record_traces(&limits, session.id, traces).await?;
+            store.record_traces(&limits, &session.id, traces).await?;
         }
         if outcome != SessionStatus::Running {
             events.push(event(workflow.edges[workflow.edges.len() - 1].1, EventType::Complete, at, None));
         }
         for chunk in events.chunks(BATCH) {
-            store.record_events(&limits, session.id, chunk.to_vec()).await?;
+            store.record_events(&limits, &session.id, chunk.to_vec()).await?;
         }
         if outcome != SessionStatus::Running {
-            store.complete_session(session.id, outcome, Some(at + Duration::milliseconds(50))).await?;
+            store.complete_session(&session.id, outcome, Some(at + Duration::milliseconds(50))).await?;
         }
     }
     bar.finish_with_message("done");

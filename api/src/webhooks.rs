@@ -118,7 +118,7 @@ impl Webhooks {
     /// keeps failing is given up for this change.
     async fn deliver(&self, store: &Store, change: &SessionChange) -> anyhow::Result<()> {
         // A session deleted by retention since has nothing left to tell.
-        let Some(session) = store.session(change.session_id).await? else { return Ok(()) };
+        let Some(session) = store.session(&change.session_id).await? else { return Ok(()) };
         let status = change.status.or_else(|| SessionStatus::parse(&session.status)).unwrap_or(SessionStatus::Running);
         let event = event_name(status);
         let body = serde_json::to_vec(&json!({

@@ -15,7 +15,7 @@ use crate::server::Server;
 const BATCH: usize = 1_000;
 const WRITERS: usize = 4;
 const RECORD: &str =
-    "mutation($s: UUID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted duplicates } }";
+    "mutation($s: ID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted duplicates } }";
 
 fn trace(i: usize) -> Value {
     json!({
@@ -72,7 +72,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
 
     // COPY of equivalent rows (same columns that carry data) into the same table.
     let mut csv = Vec::with_capacity(sizes.traces * 200);
-    let session = Uuid::new_v4();
+    let session = Uuid::new_v4().to_string();
     for i in 0..sizes.traces {
         let t = trace(i);
         let payload = t["data"]["payload"].to_string().replace('"', "\"\"");
@@ -118,9 +118,9 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
                 source_port_id, target_node_id, target_port_id, data_payload, data_size, data_type)
              VALUES ($1, $2::timestamptz, nextval('flow_trace_seq'), $3, 'bench-rows', $4, $5, $6, 'out', $7, 'in', $8, $9, 'json')",
         )
-        .bind(Uuid::new_v4())
+        .bind(Uuid::new_v4().to_string())
         .bind(t["timestamp"].as_str().unwrap_or_default())
-        .bind(session)
+        .bind(&session)
         .bind(t["duration"].as_f64())
         .bind(t["status"].as_str().unwrap_or_default())
         .bind(t["source"]["nodeId"].as_str().unwrap_or_default())

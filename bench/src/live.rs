@@ -17,7 +17,7 @@ use crate::report::{Report, percentiles};
 use crate::server::Server;
 
 const TICK: Duration = Duration::from_millis(10);
-const RECORD: &str = "mutation($s: UUID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted } }";
+const RECORD: &str = "mutation($s: ID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted } }";
 
 pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     let session_count = sizes.subscribers.div_ceil(sizes.viewers_per_session).max(1);
@@ -49,7 +49,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
             }
         }
         let subscribe = json!({ "type": "subscribe", "id": "1", "payload": {
-            "query": "subscription($s: UUID) { traces(sessionId: $s) { node { id data { preview } } } }",
+            "query": "subscription($s: ID) { traces(sessionId: $s) { node { id data { preview } } } }",
             "variables": { "s": sessions[k % session_count] } } });
         ws.send(Message::Text(subscribe.to_string().into())).await?;
         subscribers.push((k % session_count, ws));

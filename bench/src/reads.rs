@@ -18,7 +18,7 @@ const SESSIONS: usize = 100;
 const STEP_MS: i64 = 50;
 
 struct Dataset {
-    sessions: Vec<(Uuid, String, DateTime<Utc>)>,
+    sessions: Vec<(String, String, DateTime<Utc>)>,
     per_session: usize,
 }
 
@@ -29,7 +29,7 @@ async fn generate(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow
     let mut sessions = Vec::new();
     let started = Instant::now();
     for k in 0..SESSIONS {
-        let id = Uuid::new_v4();
+        let id = Uuid::new_v4().to_string();
         let workflow = format!("bench-read-{}", k % 10);
         let start = first + span / SESSIONS as i32 * k as i32;
         let end = start + Duration::milliseconds(STEP_MS * per_session as i64);
@@ -37,7 +37,7 @@ async fn generate(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow
             "INSERT INTO flow_trace_sessions (id, start_time, end_time, status, workflow_id, workflow_name, total_traces)
              VALUES ($1, $2, $3, 'COMPLETED', $4, 'read benchmark', $5)",
         )
-        .bind(id)
+        .bind(&id)
         .bind(start)
         .bind(end)
         .bind(&workflow)
@@ -47,14 +47,14 @@ async fn generate(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow
         sqlx::query(
             "INSERT INTO flow_traces (id, timestamp, seq, session_id, workflow_id, duration, status, source_node_id,
                 source_port_id, target_node_id, target_port_id, data_payload, data_size, data_type)
-             SELECT gen_random_uuid(), $1 + g * INTERVAL '50 milliseconds', nextval('flow_trace_seq'), $2, $3,
+             SELECT gen_random_uuid()::text, $1 + g * INTERVAL '50 milliseconds', nextval('flow_trace_seq'), $2, $3,
                 (g % 500) * 0.7, CASE WHEN g % 97 = 0 THEN 'ERROR' ELSE 'SUCCESS' END,
                 'node-' || (g % 10), 'out', 'node-' || ((g + 1) % 10), 'in',
                 jsonb_build_object('n', g, 'label', 'benchmark row'), 40, 'json'
              FROM generate_series(1, $4) g",
         )
         .bind(start)
-        .bind(id)
+        .bind(&id)
         .bind(&workflow)
         .bind(per_session as i64)
         .execute(server.store.pool())
@@ -70,7 +70,7 @@ async fn generate(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow
                  FROM flow_traces WHERE session_id = $1
              ) t GROUP BY node, minute",
         )
-        .bind(id)
+        .bind(&id)
         .execute(server.store.pool())
         .await?;
         sessions.push((id, workflow, start));
@@ -132,7 +132,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         (from, from + Duration::minutes(5))
     };
 
-    let q = "query($s: UUID!, $from: DateTime!, $to: DateTime!) { traces(sessionId: $s, from: $from, to: $to, first: 100) {
+    let q = "query($s: ID!, $from: DateTime!, $to: DateTime!) { traces(sessionId: $s, from: $from, to: $to, first: 100) {
         edges { cursor node { id timestamp seq duration status source { nodeId portId } target { nodeId portId } data { payload size type } } } } }";
     let result = compare(
         sizes.query_runs,
@@ -142,8 +142,12 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         },
         |i| async move {
             let (from, to) = window(i);
-            let filter =
-                TraceFilter { session_id: Some(pick(i).0), from: Some(from), to: Some(to), ..Default::default() };
+            let filter = TraceFilter {
+                session_id: Some(pick(i).0.clone()),
+                from: Some(from),
+                to: Some(to),
+                ..Default::default()
+            };
             let page = Page { after: None, before: None, limit: 100, from_end: false };
             store.traces(&filter, &page).await.map(|_| ()).map_err(Into::into)
         },
@@ -175,11 +179,11 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     .await?;
     add_comparison(report, &format!("workflowStateAt (sessions of {} traces)", data.per_session), result);
 
-    let q = "query($s: UUID!) { executionTimeline(sessionId: $s, bucketSeconds: 60) { bucket traceCount errorCount avgDuration maxDuration dataSize activeNodes } }";
+    let q = "query($s: ID!) { executionTimeline(sessionId: $s, bucketSeconds: 60) { bucket traceCount errorCount avgDuration maxDuration dataSize activeNodes } }";
     let result = compare(
         runs,
         |i| async move { server.read(q, json!({ "s": pick(i).0 })).await },
-        |i| async move { store.execution_timeline(pick(i).0, 60, None, None).await.map(|_| ()).map_err(Into::into) },
+        |i| async move { store.execution_timeline(&pick(i).0, 60, None, None).await.map(|_| ()).map_err(Into::into) },
     )
     .await?;
     add_comparison(report, "executionTimeline(bucketSeconds: 60)", result);

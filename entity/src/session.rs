@@ -5,8 +5,9 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, sqlx::FromRow)]
 #[sea_orm(table_name = "flow_trace_sessions")]
 pub struct Model {
+    /// Opaque text (see `flowtrace::store::ids`).
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: String,
     /// Part of the key: the table is partitioned on it.
     #[sea_orm(primary_key, auto_increment = false)]
     pub start_time: DateTimeUtc,

@@ -5,14 +5,17 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, sqlx::FromRow)]
 #[sea_orm(table_name = "flow_traces")]
 pub struct Model {
+    /// Opaque text (see `flowtrace::store::ids`); stored at most once per session.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub id: String,
     /// Part of the key: the table is partitioned on it.
     #[sea_orm(primary_key, auto_increment = false)]
     pub timestamp: DateTimeUtc,
     /// Server-assigned; increases in commit order within a workflow (see `store::ingest`).
     pub seq: i64,
-    pub session_id: Uuid,
+    /// First column of the key `(session_id, id, timestamp)`.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub session_id: String,
     pub workflow_id: String,
     pub duration: Option<f64>,
     pub status: String,
@@ -37,7 +40,7 @@ pub struct Model {
     pub error_stack: Option<String>,
     pub graph_id: String,
     pub graph_name: Option<String>,
-    pub parent_trace_id: Option<Uuid>,
+    pub parent_trace_id: Option<String>,
     pub depth: i32,
 }
 

@@ -12,6 +12,7 @@ mod m20261124_000005_policies;
 mod m20261124_000006_node_state;
 mod m20261130_000007_session_changes;
 mod m20261130_000008_webhooks;
+mod m20261202_000009_text_ids;
 pub mod mode;
 pub mod policies;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000006_node_state::Migration),
             Box::new(m20261130_000007_session_changes::Migration),
             Box::new(m20261130_000008_webhooks::Migration),
+            Box::new(m20261202_000009_text_ids::Migration),
         ]
     }
 }

@@ -1,14 +1,13 @@
 //! Events: `events`, `recordEvents`, and the `TraceEvent` type.
 
 use async_graphql::connection::{Connection, EmptyFields};
-use async_graphql::{Context, InputObject, Json, Object};
+use async_graphql::{Context, ID, InputObject, Json, Object};
 use chrono::{DateTime, Utc};
 use entity::event;
-use uuid::Uuid;
 
 use super::pagination::{PageArgs, connection};
 use super::traces::RecordResult;
-use super::{limits, store};
+use super::{id_arg, limits, store};
 use crate::domain::EventType;
 use crate::error::Gql;
 use crate::store::cursor::{CursorKey, EventKey, SeqKey};
@@ -24,11 +23,13 @@ pub fn event_cursor(m: &event::Model) -> String {
 
 #[Object]
 impl TraceEvent {
-    async fn id(&self) -> Uuid {
-        self.0.id
+    /// The id the client gave, or the generated one (UUIDv7).
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
     }
-    async fn session_id(&self) -> Uuid {
-        self.0.session_id
+    /// The session it belongs to.
+    async fn session_id(&self) -> ID {
+        ID(self.0.session_id.clone())
     }
     async fn workflow_id(&self) -> &str {
         &self.0.workflow_id
@@ -63,8 +64,10 @@ impl TraceEvent {
 
 #[derive(InputObject)]
 pub struct EventInput {
-    /// Client-chosen id: the idempotency key. Generated when absent.
-    pub id: Option<Uuid>,
+    /// Client-chosen id: the idempotency key, stored at most once per session whatever the timestamp (a repeat is
+    /// counted as a duplicate and changes nothing). 1 to 128 characters, none a control character (U+0000–U+001F,
+    /// U+007F–U+009F). Generated (UUIDv7, sorting by time) when absent.
+    pub id: Option<ID>,
     pub node_id: String,
     pub port_id: Option<String>,
     pub event_type: EventType,
@@ -109,7 +112,7 @@ impl EventsQuery {
     async fn events(
         &self,
         ctx: &Context<'_>,
-        session_id: Uuid,
+        session_id: ID,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
         node_id: Option<String>,
@@ -119,6 +122,7 @@ impl EventsQuery {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<EventConnection> {
+        let session_id = id_arg("sessionId", session_id)?;
         let filter = EventFilter { session_id, from, to, node_id, event_types: event_types.unwrap_or_default() };
         events_page(ctx, filter, PageArgs { first, after, last, before }).await
     }
@@ -129,17 +133,18 @@ pub struct EventsMutation;
 
 #[Object]
 impl EventsMutation {
-    /// Stores a batch of events of one session, all or nothing. Retrying with the same ids stores nothing twice.
+    /// Stores a batch of events of one session, all or nothing. Retrying with the same ids stores nothing twice, also
+    /// when their timestamps changed.
     async fn record_events(
         &self,
         ctx: &Context<'_>,
-        session_id: Uuid,
+        session_id: ID,
         events: Vec<EventInput>,
     ) -> async_graphql::Result<RecordResult> {
         let events = events
             .into_iter()
             .map(|e| NewEvent {
-                id: e.id,
+                id: e.id.map(|id| id.0),
                 node_id: e.node_id,
                 port_id: e.port_id,
                 event_type: e.event_type,
@@ -149,6 +154,6 @@ impl EventsMutation {
                 metadata: e.metadata.map(|j| j.0),
             })
             .collect();
-        store(ctx).record_events(limits(ctx), session_id, events).await.gql().map(RecordResult::from)
+        store(ctx).record_events(limits(ctx), &session_id, events).await.gql().map(RecordResult::from)
     }
 }

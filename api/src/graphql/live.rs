@@ -6,16 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::connection::{Edge, EmptyFields};
-use async_graphql::{Context, Subscription as SubscriptionObject};
+use async_graphql::{Context, ID, Subscription as SubscriptionObject};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
-use uuid::Uuid;
 
 use super::events::TraceEvent;
 use super::sessions::Session;
-use super::store;
 use super::traces::{Trace, trace_cursor};
+use super::{id_arg, store};
 use crate::domain::EventType;
 use crate::error::{Gql, bad_input};
 use crate::live::{Live, SAFETY_POLL, Signal, Topic, Wakeup, wait_for};
@@ -57,17 +56,18 @@ impl Subscription {
     async fn traces(
         &self,
         ctx: &Context<'_>,
-        session_id: Option<Uuid>,
+        session_id: Option<ID>,
         workflow_id: Option<String>,
         after: Option<String>,
     ) -> async_graphql::Result<impl Stream<Item = TraceEdge> + use<>> {
         let store = store(ctx).clone();
+        let session_id = session_id.map(|id| id_arg("sessionId", id)).transpose()?;
         let follow = match (session_id, workflow_id) {
             (Some(id), None) => Follow::Session(id),
             (None, Some(id)) => Follow::Workflow(id),
             _ => return Err(bad_input("give exactly one of sessionId or workflowId")),
         };
-        if let Follow::Session(id) = follow {
+        if let Follow::Session(id) = &follow {
             session_must_exist(&store, id).await?;
         }
         let mut cursor = match (&after, &follow) {
@@ -77,7 +77,7 @@ impl Subscription {
         };
         // Subscribe before the first read, so nothing committed in between goes unnoticed.
         let mut signals = live(ctx).subscribe(match &follow {
-            Follow::Session(id) => Topic::Session(*id),
+            Follow::Session(id) => Topic::Session(id.clone()),
             Follow::Workflow(id) => Topic::Workflow(id.clone()),
         });
         let guard = SubscriberGauge::new("traces");
@@ -130,19 +130,20 @@ impl Subscription {
     async fn events(
         &self,
         ctx: &Context<'_>,
-        session_id: Uuid,
+        session_id: ID,
         event_types: Option<Vec<EventType>>,
     ) -> async_graphql::Result<impl Stream<Item = TraceEvent> + use<>> {
+        let session_id = id_arg("sessionId", session_id)?;
         let store = store(ctx).clone();
-        session_must_exist(&store, session_id).await?;
+        session_must_exist(&store, &session_id).await?;
         let types = event_types.unwrap_or_default();
-        let mut signals = live(ctx).subscribe(Topic::Session(session_id));
+        let mut signals = live(ctx).subscribe(Topic::Session(session_id.clone()));
         let guard = SubscriberGauge::new("events");
         let mut cursor = 0;
         Ok(async_stream::stream! {
             let _guard = guard;
             loop {
-                match store.events_after(session_id, &types, cursor, PAGE).await {
+                match store.events_after(&session_id, &types, cursor, PAGE).await {
                     Ok(rows) => {
                         let full = rows.len() as i64 == PAGE;
                         for row in rows {
@@ -197,7 +198,7 @@ impl Subscription {
                             continue;
                         }
                         // A failed read is not marked delivered: the next catch-up reads the change again.
-                        if let Ok(found) = store.session(w.session_id).await {
+                        if let Ok(found) = store.session(&w.session_id).await {
                             delivered.insert(w.seq);
                             if let Some(session) = found {
                                 yield Session(session);
@@ -217,7 +218,7 @@ impl Subscription {
                             if delivered.contains(&change.seq) {
                                 continue;
                             }
-                            match store.session(change.session_id).await {
+                            match store.session(&change.session_id).await {
                                 Ok(found) => {
                                     delivered.insert(change.seq);
                                     if let Some(session) = found {
@@ -249,7 +250,7 @@ impl Subscription {
     async fn replay(
         &self,
         ctx: &Context<'_>,
-        session_id: Uuid,
+        session_id: ID,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
         speed: Option<f64>,
@@ -258,8 +259,9 @@ impl Subscription {
         if !speed.is_finite() || speed <= 0.0 {
             return Err(bad_input(format!("speed must be a positive number, got {speed}")));
         }
+        let session_id = id_arg("sessionId", session_id)?;
         let store: Store = store(ctx).clone();
-        session_must_exist(&store, session_id).await?;
+        session_must_exist(&store, &session_id).await?;
         let filter = TraceFilter { session_id: Some(session_id), from, to, ..Default::default() };
         filter.validate().gql()?;
         Ok(async_stream::stream! {
@@ -292,7 +294,7 @@ impl Subscription {
 
 /// NOT_FOUND for an unknown session. While the database is unreachable the subscription starts anyway: its reads
 /// retry until the database is back, like those of subscriptions that were already open.
-async fn session_must_exist(store: &Store, id: Uuid) -> async_graphql::Result<()> {
+async fn session_must_exist(store: &Store, id: &str) -> async_graphql::Result<()> {
     match store.session(id).await {
         Ok(Some(_)) | Err(StoreError::Unavailable(_)) => Ok(()),
         Ok(None) => Err(crate::error::coded("NOT_FOUND", format!("session {id} does not exist"))),

@@ -70,3 +70,10 @@ pub(crate) fn store<'a>(ctx: &Context<'a>) -> &'a Store {
 pub(crate) fn limits<'a>(ctx: &Context<'a>) -> &'a Limits {
     ctx.data_unchecked::<Limits>()
 }
+
+/// An id argument as the store takes it; BAD_USER_INPUT naming `field` when it breaks the id rule (`store::ids`).
+pub(crate) fn id_arg(field: &str, id: async_graphql::ID) -> async_graphql::Result<String> {
+    use crate::error::Gql;
+    crate::store::ids::check_id(|| field.to_owned(), &id).gql()?;
+    Ok(id.0)
+}

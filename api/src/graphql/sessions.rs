@@ -2,16 +2,15 @@
 
 use async_graphql::connection::Connection;
 use async_graphql::connection::EmptyFields;
-use async_graphql::{Context, InputObject, Json, Object, SimpleObject};
+use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::session;
 use serde::Serialize;
-use uuid::Uuid;
 
 use super::events::{EventConnection, events_page};
 use super::pagination::{PageArgs, connection};
 use super::traces::{TraceConnection, traces_page};
-use super::{limits, store};
+use super::{id_arg, limits, store};
 use crate::domain::SessionStatus;
 use crate::error::Gql;
 use crate::store::cursor::{CursorKey, SessionKey};
@@ -51,8 +50,9 @@ impl SessionSummary {
 
 #[Object]
 impl Session {
-    async fn id(&self) -> Uuid {
-        self.0.id
+    /// The id the client gave to `startSession`, or the generated one (UUIDv7).
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
     }
     async fn workflow_id(&self) -> &str {
         &self.0.workflow_id
@@ -98,7 +98,7 @@ impl Session {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<TraceConnection> {
-        let filter = TraceFilter { session_id: Some(self.0.id), ..Default::default() };
+        let filter = TraceFilter { session_id: Some(self.0.id.clone()), ..Default::default() };
         traces_page(ctx, filter, PageArgs { first, after, last, before }).await
     }
 
@@ -112,15 +112,17 @@ impl Session {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<EventConnection> {
-        let filter = EventFilter { session_id: self.0.id, ..Default::default() };
+        let filter = EventFilter { session_id: self.0.id.clone(), ..Default::default() };
         events_page(ctx, filter, PageArgs { first, after, last, before }).await
     }
 }
 
 #[derive(InputObject)]
 pub struct StartSessionInput {
-    /// Client-chosen id; starting the same id again returns the existing session. Generated when absent.
-    pub id: Option<Uuid>,
+    /// Client-chosen id; starting the same id again returns the existing session. 1 to 128 characters, none a
+    /// control character (U+0000–U+001F, U+007F–U+009F); returned exactly as sent. Generated (UUIDv7, sorting by
+    /// time) when absent.
+    pub id: Option<ID>,
     pub workflow_id: String,
     pub workflow_name: String,
     pub workflow_version_id: Option<String>,
@@ -163,8 +165,9 @@ pub struct SessionsQuery;
 #[Object]
 impl SessionsQuery {
     /// One session by id; null when there is none.
-    async fn session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Session>> {
-        Ok(store(ctx).session(id).await.gql()?.map(Session))
+    async fn session(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Session>> {
+        let id = id_arg("id", id)?;
+        Ok(store(ctx).session(&id).await.gql()?.map(Session))
     }
 
     /// Sessions, newest first.
@@ -191,7 +194,7 @@ impl SessionsQuery {
         let rows = store(ctx).sessions(&filter, &page).await.gql()?;
         Ok(connection(
             rows,
-            |s| SessionKey { start_time: s.start_time, id: s.id }.encode(),
+            |s| SessionKey { start_time: s.start_time, id: s.id.clone() }.encode(),
             Session,
             SessionTotal(filter),
         ))
@@ -206,7 +209,7 @@ impl SessionsMutation {
     /// Starts a session (status RUNNING). Idempotent on `id`.
     async fn start_session(&self, ctx: &Context<'_>, input: StartSessionInput) -> async_graphql::Result<Session> {
         let new = NewSession {
-            id: input.id,
+            id: input.id.map(|id| id.0),
             workflow_id: input.workflow_id,
             workflow_name: input.workflow_name,
             workflow_version_id: input.workflow_version_id,
@@ -221,15 +224,16 @@ impl SessionsMutation {
     }
 
     /// Ends a session as COMPLETED, FAILED or CANCELLED at `endTime` (default now). Repeating the same completion
-    /// is harmless; changing an ended session's outcome is refused.
+    /// (same status, and the same `endTime` or none) returns the session, also when the repeats arrive at the same
+    /// time; changing an ended session's outcome is refused (BAD_USER_INPUT).
     async fn complete_session(
         &self,
         ctx: &Context<'_>,
-        id: Uuid,
+        id: ID,
         status: SessionStatus,
         end_time: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<Session> {
-        store(ctx).complete_session(id, status, end_time).await.gql().map(Session)
+        store(ctx).complete_session(&id, status, end_time).await.gql().map(Session)
     }
 
     /// Deprecated: retention policies delete old sessions. Changes nothing and returns 0.

@@ -1,13 +1,12 @@
 //! Time travel: `workflowStateAt`, `replayTraces`, `executionTimeline`.
 
-use async_graphql::{Context, Enum, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use super::pagination::PageArgs;
 use super::sessions::Session;
-use super::store;
 use super::traces::{Trace, TraceConnection, TraceError, traces_page};
+use super::{id_arg, store};
 use crate::domain::SessionStatus;
 use crate::error::{Gql, bad_input};
 use crate::store::time_travel::{self, NodeStatus as StoreNodeStatus};
@@ -128,7 +127,7 @@ impl TimeTravelQuery {
     async fn replay_traces(
         &self,
         ctx: &Context<'_>,
-        session_id: Uuid,
+        session_id: ID,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         first: Option<i32>,
@@ -137,6 +136,7 @@ impl TimeTravelQuery {
         if start > end {
             return Err(bad_input(format!("start ({start}) is after end ({end})")));
         }
+        let session_id = id_arg("sessionId", session_id)?;
         let filter =
             TraceFilter { session_id: Some(session_id), from: Some(start), to: Some(end), ..Default::default() };
         traces_page(ctx, filter, PageArgs { first, after, last: None, before: None }).await
@@ -147,12 +147,13 @@ impl TimeTravelQuery {
     async fn execution_timeline(
         &self,
         ctx: &Context<'_>,
-        session_id: Uuid,
+        session_id: ID,
         bucket_seconds: i32,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<Vec<TimelineBucket>> {
-        let buckets = store(ctx).execution_timeline(session_id, bucket_seconds.into(), from, to).await.gql()?;
+        let session_id = id_arg("sessionId", session_id)?;
+        let buckets = store(ctx).execution_timeline(&session_id, bucket_seconds.into(), from, to).await.gql()?;
         Ok(buckets
             .into_iter()
             .map(|b| TimelineBucket {

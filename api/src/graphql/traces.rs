@@ -6,16 +6,15 @@ use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::parser::types::Field;
 use async_graphql::registry::Registry;
 use async_graphql::{
-    Context, ContextSelectionSet, InputObject, InputType, Json, Object, OutputType, Positioned, ServerResult,
+    Context, ContextSelectionSet, ID, InputObject, InputType, Json, Object, OutputType, Positioned, ServerResult,
     SimpleObject, Value,
 };
 use chrono::{DateTime, Utc};
 use entity::trace;
-use uuid::Uuid;
 
 use super::one_pass::{self, OnePass};
 use super::pagination::{PageArgs, connection};
-use super::{limits, store};
+use super::{id_arg, limits, store};
 use crate::domain::TraceStatus;
 use crate::error::Gql;
 use crate::store::cursor::{CursorKey, SeqKey, TraceKey};
@@ -225,11 +224,13 @@ pub struct TraceType(pub trace::Model);
 /// Data passed along one connection of the workflow graph.
 #[Object(name = "Trace")]
 impl TraceType {
-    async fn id(&self) -> Uuid {
-        self.0.id
+    /// The id the client gave, or the generated one (UUIDv7).
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
     }
-    async fn session_id(&self) -> Uuid {
-        self.0.session_id
+    /// The session it belongs to.
+    async fn session_id(&self) -> ID {
+        ID(self.0.session_id.clone())
     }
     async fn workflow_id(&self) -> &str {
         &self.0.workflow_id
@@ -269,8 +270,9 @@ impl TraceType {
     async fn graph_name(&self) -> Option<&str> {
         self.0.graph_name.as_deref()
     }
-    async fn parent_trace_id(&self) -> Option<Uuid> {
-        self.0.parent_trace_id
+    /// The id of the trace this one came from, as the client gave it.
+    async fn parent_trace_id(&self) -> Option<ID> {
+        self.0.parent_trace_id.clone().map(ID)
     }
     async fn depth(&self) -> i32 {
         self.0.depth
@@ -323,8 +325,10 @@ pub struct TraceErrorInput {
 
 #[derive(InputObject)]
 pub struct TraceInput {
-    /// Client-chosen id: the idempotency key. Generated when absent.
-    pub id: Option<Uuid>,
+    /// Client-chosen id: the idempotency key, stored at most once per session whatever the timestamp (a repeat is
+    /// counted as a duplicate and changes nothing). 1 to 128 characters, none a control character (U+0000–U+001F,
+    /// U+007F–U+009F). Generated (UUIDv7, sorting by time) when absent.
+    pub id: Option<ID>,
     pub timestamp: DateTime<Utc>,
     /// Milliseconds, >= 0.
     pub duration: Option<f64>,
@@ -336,7 +340,8 @@ pub struct TraceInput {
     /// Defaults to `main`.
     pub graph_id: Option<String>,
     pub graph_name: Option<String>,
-    pub parent_trace_id: Option<Uuid>,
+    /// The id of the trace this one came from (any id by the same rule as `id`; not checked to exist).
+    pub parent_trace_id: Option<ID>,
     /// Subgraph nesting level, >= 0.
     pub depth: Option<i32>,
 }
@@ -349,7 +354,7 @@ impl From<TraceInput> for NewTrace {
             None => (None, None, None),
         };
         NewTrace {
-            id: t.id,
+            id: t.id.map(|id| id.0),
             timestamp: t.timestamp,
             duration: t.duration,
             status: t.status,
@@ -364,7 +369,7 @@ impl From<TraceInput> for NewTrace {
             error_stack,
             graph_id: t.graph_id,
             graph_name: t.graph_name,
-            parent_trace_id: t.parent_trace_id,
+            parent_trace_id: t.parent_trace_id.map(|id| id.0),
             depth: t.depth,
         }
     }
@@ -420,7 +425,7 @@ impl TracesQuery {
     async fn traces(
         &self,
         ctx: &Context<'_>,
-        session_id: Option<Uuid>,
+        session_id: Option<ID>,
         workflow_id: Option<String>,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
@@ -431,6 +436,7 @@ impl TracesQuery {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<TraceConnection> {
+        let session_id = session_id.map(|id| id_arg("sessionId", id)).transpose()?;
         let filter = TraceFilter { session_id, workflow_id, from, to, node_id, status };
         traces_page(ctx, filter, PageArgs { first, after, last, before }).await
     }
@@ -442,15 +448,15 @@ pub struct TracesMutation;
 #[Object]
 impl TracesMutation {
     /// Stores a batch of traces of one session, all or nothing, and updates the session's summary in the same
-    /// transaction. Retrying with the same ids stores nothing twice.
+    /// transaction. Retrying with the same ids stores nothing twice, also when their timestamps changed.
     async fn record_traces(
         &self,
         ctx: &Context<'_>,
-        session_id: Uuid,
+        session_id: ID,
         traces: Vec<TraceInput>,
     ) -> async_graphql::Result<RecordResult> {
         let traces = traces.into_iter().map(NewTrace::from).collect();
-        store(ctx).record_traces(limits(ctx), session_id, traces).await.gql().map(RecordResult::from)
+        store(ctx).record_traces(limits(ctx), &session_id, traces).await.gql().map(RecordResult::from)
     }
 }
 
@@ -478,10 +484,10 @@ mod tests {
     fn rows() -> Vec<trace::Model> {
         let at = DateTime::from_timestamp(1_795_000_000, 123_456_000).unwrap();
         let full = trace::Model {
-            id: Uuid::from_u128(1),
+            id: "ft_mf3k2q1a_4h8z0c9xk2lq".into(),
             timestamp: at,
             seq: 9_007_199_254_740_993,
-            session_id: Uuid::from_u128(2),
+            session_id: "fts_mf3k2q1a_x".into(),
             workflow_id: "wf".into(),
             duration: Some(12.5),
             status: "ERROR".into(),
@@ -506,11 +512,11 @@ mod tests {
             error_stack: Some("at b".into()),
             graph_id: "main".into(),
             graph_name: Some("Main".into()),
-            parent_trace_id: Some(Uuid::from_u128(3)),
+            parent_trace_id: Some("ft_parent".into()),
             depth: 2,
         };
         let bare = trace::Model {
-            id: Uuid::from_u128(4),
+            id: "0193a3c2-7e55-7c1b-9a10-7f0e2b3c4d5e".into(),
             seq: 5,
             duration: None,
             status: "WARNING".into(),

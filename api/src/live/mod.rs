@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
-use uuid::Uuid;
 
 /// How many signals a subscriber may fall behind before it is told it lagged (and re-reads by cursor).
 const SIGNAL_BUFFER: usize = 1024;
@@ -26,7 +25,7 @@ pub struct Wakeup {
     #[serde(rename = "k")]
     pub kind: String,
     #[serde(rename = "s")]
-    pub session_id: Uuid,
+    pub session_id: String,
     #[serde(rename = "w")]
     pub workflow_id: String,
     #[serde(rename = "q")]
@@ -44,7 +43,7 @@ pub enum Signal {
 /// session and workflow, not every subscriber of the process.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
-    Session(Uuid),
+    Session(String),
     Workflow(String),
     /// Every wake-up (sessionUpdates without a workflow).
     All,
@@ -75,7 +74,8 @@ impl Live {
         topics.retain(|_, sender| sender.receiver_count() > 0);
         match &signal {
             Signal::Wakeup(w) => {
-                for topic in [Topic::Session(w.session_id), Topic::Workflow(w.workflow_id.clone()), Topic::All] {
+                for topic in [Topic::Session(w.session_id.clone()), Topic::Workflow(w.workflow_id.clone()), Topic::All]
+                {
                     if let Some(sender) = topics.get(&topic) {
                         let _ = sender.send(signal.clone());
                     }

@@ -4,13 +4,12 @@
 //! key of the row it points at, base64url-encoded with a kind tag so a session cursor is refused where a trace cursor
 //! is expected. The same trace cursor serves the `traces` query and the `traces` subscription.
 
+use super::ids::id_problem;
+use super::{Sql, StoreError, StoreResult};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use sea_orm::Value;
-use uuid::Uuid;
-
-use super::{Sql, StoreError, StoreResult};
 
 /// Key of a trace or event row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,10 +19,10 @@ pub struct SeqKey {
 }
 
 /// Key of a session row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionKey {
     pub start_time: DateTime<Utc>,
-    pub id: Uuid,
+    pub id: String,
 }
 
 pub trait CursorKey: Sized {
@@ -84,11 +83,15 @@ impl CursorKey for SessionKey {
         format!("{}:{}", self.start_time.timestamp_micros(), self.id)
     }
     fn parse(body: &str) -> Option<Self> {
+        // The time has no ':', the id may.
         let (at, id) = body.split_once(':')?;
-        Some(SessionKey { start_time: parse_micros(at)?, id: id.parse().ok()? })
+        if id_problem(id).is_some() {
+            return None;
+        }
+        Some(SessionKey { start_time: parse_micros(at)?, id: id.to_owned() })
     }
     fn values(&self) -> (Value, Value) {
-        (self.start_time.into(), self.id.into())
+        (self.start_time.into(), self.id.clone().into())
     }
 }
 
@@ -148,5 +151,9 @@ mod tests {
         assert_eq!(TraceKey::decode(&key.encode()).unwrap(), key);
         assert!(EventKey::decode(&key.encode()).is_err());
         assert!(TraceKey::decode("not a cursor").is_err());
+        let session = SessionKey { start_time: key.0.at, id: "fts_mf3k2q1a:with:colons".into() };
+        assert_eq!(SessionKey::decode(&session.encode()).unwrap(), session);
+        let forged = URL_SAFE_NO_PAD.encode("session:1700000000000000:a\0b");
+        assert!(SessionKey::decode(&forged).is_err());
     }
 }

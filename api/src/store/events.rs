@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use entity::event;
-use uuid::Uuid;
 
 use super::cursor::{EventKey, Page, PageOf, finish, keyset};
 use super::traces::check_range;
@@ -11,7 +10,7 @@ use crate::domain::EventType;
 
 #[derive(Clone, Debug, Default)]
 pub struct EventFilter {
-    pub session_id: Uuid,
+    pub session_id: String,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub node_id: Option<String>,
@@ -24,7 +23,7 @@ pub const EVENT_COLUMNS: &str =
 
 impl EventFilter {
     fn push(&self, sql: &mut Sql) {
-        let p = sql.bind(self.session_id);
+        let p = sql.bind(self.session_id.clone());
         sql.push(&format!(" AND session_id = {p}"));
         if let Some(v) = self.from {
             let p = sql.bind(v);

@@ -1,12 +1,9 @@
 //! What the database is and holds, read from the catalog (never constants).
 
-use serde::Serialize;
-
 use super::{Store, StoreResult};
 
-/// The `GET /api/health/timescaledb` body, also served as the `health` query.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// What `GET /api/health/timescaledb` and the `health` query report.
+#[derive(Clone, Debug)]
 pub struct Health {
     pub connected: bool,
     /// TimescaleDB extension version; null in plain mode.

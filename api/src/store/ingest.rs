@@ -2,7 +2,9 @@
 //!
 //! A batch is validated whole before anything is written, then stored by one INSERT over UNNEST-ed arrays in one
 //! transaction with the session summary update and one `pg_notify` wake-up: all or nothing. Ids are the idempotency
-//! keys (`ON CONFLICT DO NOTHING`), so a retried batch stores nothing twice and reports the rows as duplicates.
+//! keys: an id already stored in the session is skipped whatever its timestamp and reported as a duplicate, so a
+//! retried batch stores nothing twice. The check reads the key `(session_id, id, timestamp)` by its prefix; the
+//! per-workflow lock below makes it safe against a concurrent batch of the same session.
 //!
 //! Ordering: the transaction takes an advisory lock on the session's workflow before it draws `seq` values, so within
 //! a workflow (and so within a session) `seq` order is commit order and a reader following `seq` never skips a row
@@ -10,14 +12,13 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
-use serde_json::Value as Json;
-use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
-
+use super::ids::{check_id, generate_id};
 use super::{Store, StoreError, StoreResult};
 use crate::domain::{EventType, TraceStatus};
 use crate::limits::Limits;
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+use sqlx::{Postgres, Transaction};
 
 /// The NOTIFY channel; the payload is `live::Wakeup` as JSON.
 pub const CHANNEL: &str = "flowtrace";
@@ -34,7 +35,7 @@ pub struct NodeRef {
 
 #[derive(Clone, Debug)]
 pub struct NewTrace {
-    pub id: Option<Uuid>,
+    pub id: Option<String>,
     pub timestamp: DateTime<Utc>,
     pub duration: Option<f64>,
     pub status: TraceStatus,
@@ -49,13 +50,13 @@ pub struct NewTrace {
     pub error_stack: Option<String>,
     pub graph_id: Option<String>,
     pub graph_name: Option<String>,
-    pub parent_trace_id: Option<Uuid>,
+    pub parent_trace_id: Option<String>,
     pub depth: Option<i32>,
 }
 
 #[derive(Clone, Debug)]
 pub struct NewEvent {
-    pub id: Option<Uuid>,
+    pub id: Option<String>,
     pub node_id: String,
     pub port_id: Option<String>,
     pub event_type: EventType,
@@ -141,12 +142,13 @@ impl Checker<'_> {
         Ok(Some(text))
     }
 
-    pub fn unique_ids(&self, ids: impl Iterator<Item = Option<Uuid>>) -> StoreResult<()> {
+    /// Each given id keeps the id rule and appears once in the batch.
+    pub fn ids<'a>(&self, ids: impl Iterator<Item = Option<&'a str>>) -> StoreResult<()> {
         let mut seen = HashSet::new();
         for (i, id) in ids.enumerate() {
-            if let Some(id) = id
-                && !seen.insert(id)
-            {
+            let Some(id) = id else { continue };
+            check_id(|| format!("{}[{i}].id", self.list), id)?;
+            if !seen.insert(id) {
                 return Err(StoreError::BadInput(format!("{}[{i}].id {id} appears twice in this batch", self.list)));
             }
         }
@@ -202,7 +204,7 @@ fn json_depth(value: &Json) -> usize {
 }
 
 /// The session's workflow, or NOT_FOUND.
-async fn session_workflow(tx: &mut Transaction<'_, Postgres>, session_id: Uuid) -> StoreResult<String> {
+async fn session_workflow(tx: &mut Transaction<'_, Postgres>, session_id: &str) -> StoreResult<String> {
     // flow_trace_sessions_pkey (id, start_time) finds it in every chunk.
     let row: Option<(String,)> = sqlx::query_as("SELECT workflow_id FROM flow_trace_sessions WHERE id = $1 LIMIT 1")
         .bind(session_id)
@@ -224,7 +226,7 @@ async fn lock_workflow(tx: &mut Transaction<'_, Postgres>, workflow_id: &str) ->
 pub(crate) async fn notify(
     tx: &mut Transaction<'_, Postgres>,
     kind: &str,
-    session_id: Uuid,
+    session_id: &str,
     workflow_id: &str,
     seq: i64,
 ) -> StoreResult<()> {
@@ -237,14 +239,18 @@ impl Store {
     pub async fn record_traces(
         &self,
         limits: &Limits,
-        session_id: Uuid,
+        session_id: &str,
         mut traces: Vec<NewTrace>,
     ) -> StoreResult<Recorded> {
+        check_id(|| "sessionId".into(), session_id)?;
         let check = Checker { limits, list: "traces" };
         check.batch(traces.len())?;
-        check.unique_ids(traces.iter().map(|t| t.id))?;
+        check.ids(traces.iter().map(|t| t.id.as_deref()))?;
         let mut payloads = Vec::with_capacity(traces.len());
         for (i, t) in traces.iter().enumerate() {
+            if let Some(parent) = &t.parent_trace_id {
+                check_id(|| format!("traces[{i}].parentTraceId"), parent)?;
+            }
             check.time(i, "timestamp", t.timestamp)?;
             check.duration(i, t.duration)?;
             for (field, value, required) in [
@@ -304,13 +310,15 @@ impl Store {
                     u.sn, u.snn, u.snt, u.sp, u.spn, u.spt, u.tn, u.tnn, u.tnt, u.tp, u.tpn, u.tpt,
                     u.payload::jsonb, u.size, u.dtype, u.preview, u.emsg, u.ecode, u.estack,
                     u.graph_id, u.graph_name, u.parent, u.depth
-                FROM UNNEST($3::uuid[], $4::timestamptz[], $5::float8[], $6::text[],
+                FROM UNNEST($3::text[], $4::timestamptz[], $5::float8[], $6::text[],
                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
                     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
                     $19::text[], $20::int8[], $21::text[], $22::text[], $23::text[], $24::text[], $25::text[],
-                    $26::text[], $27::text[], $28::uuid[], $29::int4[])
+                    $26::text[], $27::text[], $28::text[], $29::int4[])
                     AS u(id, ts, duration, status, sn, snn, snt, sp, spn, spt, tn, tnn, tnt, tp, tpn, tpt,
                          payload, size, dtype, preview, emsg, ecode, estack, graph_id, graph_name, parent, depth)
+                -- An id is stored once per session, whatever its timestamp (flow_traces_pkey's prefix).
+                WHERE NOT EXISTS (SELECT 1 FROM flow_traces f WHERE f.session_id = $1 AND f.id = u.id)
                 ON CONFLICT DO NOTHING
                 RETURNING seq, status, data_size, duration, timestamp, source_node_id, target_node_id
             ),
@@ -395,12 +403,13 @@ impl Store {
     pub async fn record_events(
         &self,
         limits: &Limits,
-        session_id: Uuid,
+        session_id: &str,
         events: Vec<NewEvent>,
     ) -> StoreResult<Recorded> {
+        check_id(|| "sessionId".into(), session_id)?;
         let check = Checker { limits, list: "events" };
         check.batch(events.len())?;
-        check.unique_ids(events.iter().map(|e| e.id))?;
+        check.ids(events.iter().map(|e| e.id.as_deref()))?;
         let mut data = Vec::with_capacity(events.len());
         let mut metadata = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
@@ -414,7 +423,7 @@ impl Store {
         let mut order: Vec<usize> = (0..events.len()).collect();
         order.sort_by_key(|&i| events[i].timestamp);
         let pick = |i: usize| &events[i];
-        let ids: Vec<Uuid> = order.iter().map(|&i| pick(i).id.unwrap_or_else(Uuid::new_v4)).collect();
+        let ids: Vec<String> = order.iter().map(|&i| pick(i).id.clone().unwrap_or_else(generate_id)).collect();
         let ts: Vec<DateTime<Utc>> = order.iter().map(|&i| pick(i).timestamp).collect();
         let node: Vec<String> = order.iter().map(|&i| pick(i).node_id.clone()).collect();
         let port: Vec<Option<String>> = order.iter().map(|&i| pick(i).port_id.clone()).collect();
@@ -433,8 +442,9 @@ impl Store {
                     (seq, session_id, workflow_id, id, timestamp, node_id, port_id, event_type, data, duration, metadata)
                 SELECT nextval('flow_trace_event_seq'), $1, $2, u.id, u.ts, u.node, u.port, u.kind,
                     u.data::jsonb, u.duration, u.metadata::jsonb
-                FROM UNNEST($3::uuid[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
+                FROM UNNEST($3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
                     $9::float8[], $10::text[]) AS u(id, ts, node, port, kind, data, duration, metadata)
+                WHERE NOT EXISTS (SELECT 1 FROM flow_trace_events e WHERE e.session_id = $1 AND e.id = u.id)
                 ON CONFLICT DO NOTHING
                 RETURNING seq
             )
@@ -463,7 +473,7 @@ impl Store {
 
 /// A batch of traces as column arrays, in `seq` order.
 struct TraceColumns {
-    id: Vec<Uuid>,
+    id: Vec<String>,
     ts: Vec<DateTime<Utc>>,
     duration: Vec<Option<f64>>,
     status: Vec<&'static str>,
@@ -478,7 +488,7 @@ struct TraceColumns {
     error_stack: Vec<Option<String>>,
     graph_id: Vec<String>,
     graph_name: Vec<Option<String>>,
-    parent: Vec<Option<Uuid>>,
+    parent: Vec<Option<String>>,
     depth: Vec<i32>,
 }
 
@@ -507,7 +517,7 @@ impl TraceColumns {
         for &i in order {
             let t = &mut traces[i];
             let payload = payloads[i].take();
-            c.id.push(t.id.unwrap_or_else(Uuid::new_v4));
+            c.id.push(t.id.take().unwrap_or_else(generate_id));
             c.ts.push(t.timestamp);
             c.duration.push(t.duration);
             c.status.push(t.status.as_str());
@@ -529,7 +539,7 @@ impl TraceColumns {
             c.error_stack.push(t.error_stack.take());
             c.graph_id.push(t.graph_id.take().unwrap_or_else(|| "main".to_owned()));
             c.graph_name.push(t.graph_name.take());
-            c.parent.push(t.parent_trace_id);
+            c.parent.push(t.parent_trace_id.take());
             c.depth.push(t.depth.unwrap_or(0));
         }
         c

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use entity::{event, trace};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use uuid::Uuid;
 
 use super::events::EVENT_COLUMNS;
 use super::traces::TRACE_COLUMNS;
@@ -16,7 +15,7 @@ use crate::domain::{EventType, SessionStatus};
 /// Whose traces a subscription follows.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Follow {
-    Session(Uuid),
+    Session(String),
     Workflow(String),
 }
 
@@ -67,7 +66,7 @@ impl Store {
     pub async fn traces_after(&self, follow: &Follow, after: i64, limit: i64) -> StoreResult<Vec<trace::Model>> {
         let mut sql = Sql::new(&format!("SELECT {TRACE_COLUMNS} FROM flow_traces WHERE "));
         let key = match follow {
-            Follow::Session(id) => format!("session_id = {}", sql.bind(*id)),
+            Follow::Session(id) => format!("session_id = {}", sql.bind(id.clone())),
             Follow::Workflow(id) => format!("workflow_id = {}", sql.bind(id.clone())),
         };
         let (after, limit) = (sql.bind(after), sql.bind(limit));
@@ -89,7 +88,7 @@ impl Store {
     /// Up to `limit` events of a session with `seq > after`, by seq. Uses flow_trace_events_session_seq_idx.
     pub async fn events_after(
         &self,
-        session_id: Uuid,
+        session_id: &str,
         types: &[EventType],
         after: i64,
         limit: i64,
@@ -122,7 +121,7 @@ impl Store {
         workflow_id: Option<&str>,
     ) -> StoreResult<(Vec<SessionChange>, String)> {
         /// The snapshot, then the change (all null when there is none).
-        type ChangeRow = (String, Option<i64>, Option<Uuid>, Option<String>);
+        type ChangeRow = (String, Option<i64>, Option<String>, Option<String>);
         let rows: Vec<ChangeRow> = sqlx::query_as(
             "WITH changes AS (
                 SELECT seq, session_id, status FROM flow_session_changes
@@ -152,10 +151,10 @@ impl Store {
 }
 
 /// One session start or end, as `flow_session_changes` holds it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionChange {
     pub seq: i64,
-    pub session_id: Uuid,
+    pub session_id: String,
     /// What the session became (`Running` for a start); `None` for changes logged before the status was recorded.
     pub status: Option<SessionStatus>,
 }

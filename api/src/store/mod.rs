@@ -5,6 +5,7 @@ pub mod archive;
 pub mod cursor;
 pub mod events;
 pub mod health;
+pub mod ids;
 pub mod ingest;
 pub mod live;
 pub mod retention;

@@ -1,20 +1,19 @@
 //! Sessions: start, complete, look up, list.
 
-use chrono::{DateTime, Utc};
-use entity::session;
-use serde_json::Value as Json;
-use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
-
 use super::cursor::{Page, PageOf, SessionKey, finish, keyset};
+use super::ids::{check_id, generate_id};
 use super::ingest::{check_name, check_time, notify};
 use super::{Sql, Store, StoreError, StoreResult, like_pattern};
 use crate::domain::SessionStatus;
 use crate::limits::Limits;
+use chrono::{DateTime, Utc};
+use entity::session;
+use serde_json::Value as Json;
+use sqlx::{Postgres, Transaction};
 
 #[derive(Clone, Debug, Default)]
 pub struct NewSession {
-    pub id: Option<Uuid>,
+    pub id: Option<String>,
     pub workflow_id: String,
     pub workflow_name: String,
     pub workflow_version_id: Option<String>,
@@ -61,16 +60,19 @@ impl Store {
             }
             other => other.clone(),
         };
-        let id = new.id.unwrap_or_else(Uuid::new_v4);
+        if let Some(id) = &new.id {
+            check_id(|| "id".into(), id)?;
+        }
+        let id = new.id.unwrap_or_else(generate_id);
         let mut tx = self.pool.begin().await?;
         // The key includes start_time, so ON CONFLICT alone would let a retry without startTime create a second row:
         // serialise starts of one id and look first.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('flowtrace-session:' || $1::text, 0))")
-            .bind(id)
+            .bind(&id)
             .execute(&mut *tx)
             .await?;
-        let existing: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM flow_trace_sessions WHERE id = $1 LIMIT 1")
-            .bind(id)
+        let existing: Option<(String,)> = sqlx::query_as("SELECT id FROM flow_trace_sessions WHERE id = $1 LIMIT 1")
+            .bind(&id)
             .fetch_optional(&mut *tx)
             .await?;
         if existing.is_none() {
@@ -79,7 +81,7 @@ impl Store {
                     (id, start_time, workflow_id, workflow_version_id, workflow_name, user_id, metadata)
                  VALUES ($1, COALESCE($2, now()), $3, $4, $5, $6, $7)",
             )
-            .bind(id)
+            .bind(&id)
             .bind(new.start_time)
             .bind(&new.workflow_id)
             .bind(&new.workflow_version_id)
@@ -88,20 +90,21 @@ impl Store {
             .bind(metadata)
             .execute(&mut *tx)
             .await?;
-            record_change(&mut tx, id, &new.workflow_id, SessionStatus::Running).await?;
+            record_change(&mut tx, &id, &new.workflow_id, SessionStatus::Running).await?;
         }
         tx.commit().await?;
-        self.session(id).await?.ok_or_else(|| StoreError::Database(format!("session {id} vanished after insert")))
+        self.session(&id).await?.ok_or_else(|| StoreError::Database(format!("session {id} vanished after insert")))
     }
 
-    /// Ends a session. Repeating the same completion returns the session unchanged; changing the outcome of an
-    /// ended session is refused.
+    /// Ends a session. Repeating the same completion returns the session unchanged, also when the repeats run at
+    /// the same time; changing the outcome of an ended session is refused.
     pub async fn complete_session(
         &self,
-        id: Uuid,
+        id: &str,
         status: SessionStatus,
         end_time: Option<DateTime<Utc>>,
     ) -> StoreResult<session::Model> {
+        check_id(|| "id".into(), id)?;
         if status == SessionStatus::Running {
             return Err(StoreError::BadInput(
                 "status must be COMPLETED, FAILED or CANCELLED to complete a session".into(),
@@ -110,8 +113,16 @@ impl Store {
         if let Some(at) = end_time {
             check_time(at).map_err(|why| StoreError::BadInput(format!("endTime {why}")))?;
         }
-        let current =
-            self.session(id).await?.ok_or_else(|| StoreError::NotFound(format!("session {id} does not exist")))?;
+        let mut tx = self.pool.begin().await?;
+        // Completions of one session queue on its row: each sees what the one before it did, so an identical repeat
+        // finds the session ended as it asks and returns it.
+        let current: Option<session::Model> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM flow_trace_sessions WHERE id = $1 LIMIT 1 FOR UPDATE"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let current = current.ok_or_else(|| StoreError::NotFound(format!("session {id} does not exist")))?;
         if current.status != SessionStatus::Running.as_str() {
             if current.status == status.as_str() && end_time.is_none_or(|at| Some(at) == current.end_time) {
                 return Ok(current);
@@ -130,25 +141,22 @@ impl Store {
                 current.start_time.to_rfc3339()
             )));
         }
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE flow_trace_sessions SET status = $2, end_time = $3, updated_at = now()
-             WHERE id = $1 AND status = 'RUNNING'",
-        )
+        let updated: session::Model = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE flow_trace_sessions SET status = $3, end_time = $4, updated_at = now()
+             WHERE id = $1 AND start_time = $2 RETURNING {COLUMNS}"
+        )))
         .bind(id)
+        .bind(current.start_time)
         .bind(status.as_str())
         .bind(end)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::BadInput(format!("session {id} was completed concurrently")));
-        }
         record_change(&mut tx, id, &current.workflow_id, status).await?;
         tx.commit().await?;
-        self.session(id).await?.ok_or_else(|| StoreError::NotFound(format!("session {id} does not exist")))
+        Ok(updated)
     }
 
-    pub async fn session(&self, id: Uuid) -> StoreResult<Option<session::Model>> {
+    pub async fn session(&self, id: &str) -> StoreResult<Option<session::Model>> {
         let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM flow_trace_sessions WHERE id = "));
         let p = sql.bind(id);
         sql.push(&p).push(" LIMIT 1");
@@ -205,7 +213,7 @@ fn filter_sql(sql: &mut Sql, f: &SessionFilter) {
 /// from, and the wake-up carrying its `seq`.
 async fn record_change(
     tx: &mut Transaction<'_, Postgres>,
-    session_id: Uuid,
+    session_id: &str,
     workflow_id: &str,
     status: SessionStatus,
 ) -> StoreResult<()> {

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use entity::{session, trace};
-use uuid::Uuid;
 
 use super::traces::TRACE_COLUMNS;
 use super::{Sql, Store, StoreError, StoreResult};
@@ -80,7 +79,7 @@ impl Store {
         // node indexes. Nothing here grows with the number of traces in the session (migration m20261124_000006).
         let minute = at.duration_trunc(TimeDelta::minutes(1)).map_err(|e| StoreError::BadInput(e.to_string()))?;
         let mut sql = Sql::new("");
-        let (s, a, m) = (sql.bind(session.id), sql.bind(at), sql.bind(minute));
+        let (s, a, m) = (sql.bind(session.id.clone()), sql.bind(at), sql.bind(minute));
         let latest = |table: &str, column: &str, extra: &str, what: &str| {
             format!(
                 "(SELECT {what} FROM {table} WHERE session_id = {s} AND {column} = n.node AND timestamp <= {a}{extra}
@@ -113,7 +112,7 @@ impl Store {
         ));
         let rows: Vec<NodeRow> = self.all(sql).await?;
         let wanted = rows.iter().flat_map(|r| [r.last_input_seq, r.last_output_seq, r.last_error_seq]).flatten();
-        let traces = self.traces_by_seq(session.id, wanted.collect()).await?;
+        let traces = self.traces_by_seq(&session.id, wanted.collect()).await?;
         let trace = |seq: Option<i64>| seq.and_then(|seq| traces.get(&seq).cloned());
 
         let nodes = rows
@@ -142,7 +141,7 @@ impl Store {
         Ok(Some(WorkflowState { at, session, session_status, nodes }))
     }
 
-    async fn traces_by_seq(&self, session_id: Uuid, seqs: Vec<i64>) -> StoreResult<HashMap<i64, trace::Model>> {
+    async fn traces_by_seq(&self, session_id: &str, seqs: Vec<i64>) -> StoreResult<HashMap<i64, trace::Model>> {
         if seqs.is_empty() {
             return Ok(HashMap::new());
         }
@@ -208,7 +207,7 @@ impl Store {
     /// Gap-filled buckets of `bucket_seconds` over `[from, to]` (default: the session's start to its end, or now).
     pub async fn execution_timeline(
         &self,
-        session_id: Uuid,
+        session_id: &str,
         bucket_seconds: i64,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,

@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use entity::trace;
-use uuid::Uuid;
 
 use super::cursor::{Page, PageOf, TraceKey, finish, keyset};
 use super::{Sql, Store, StoreError, StoreResult};
@@ -10,7 +9,7 @@ use crate::domain::TraceStatus;
 
 #[derive(Clone, Debug, Default)]
 pub struct TraceFilter {
-    pub session_id: Option<Uuid>,
+    pub session_id: Option<String>,
     pub workflow_id: Option<String>,
     /// Inclusive bounds on `timestamp`.
     pub from: Option<DateTime<Utc>>,
@@ -35,8 +34,8 @@ impl TraceFilter {
     }
 
     fn push(&self, sql: &mut Sql) {
-        if let Some(v) = self.session_id {
-            let p = sql.bind(v);
+        if let Some(v) = &self.session_id {
+            let p = sql.bind(v.clone());
             sql.push(&format!(" AND session_id = {p}"));
         }
         if let Some(v) = &self.workflow_id {

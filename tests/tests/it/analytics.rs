@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::fixtures::{at, record, session, trace};
 use crate::harness::{Kind, TestApp, require_timescaledb, try_test_db};
 
-const COMPLETE: &str = "mutation($id: UUID!, $s: SessionStatus!, $end: DateTime) { completeSession(id: $id, status: $s, endTime: $end) { id } }";
+const COMPLETE: &str = "mutation($id: ID!, $s: SessionStatus!, $end: DateTime) { completeSession(id: $id, status: $s, endTime: $end) { id } }";
 const STATS: &str = "query($w: String, $g: Granularity!, $from: DateTime!, $to: DateTime!) {
     sessionStats(workflowId: $w, granularity: $g, from: $from, to: $to) {
         bucket workflowId sessions completed failed cancelled running avgDuration minDuration maxDuration totalTraces errorCount } }";
@@ -229,7 +229,7 @@ async fn policies_change_idempotently_and_plain_mode_deletes_expired_rows() {
     sqlx::query(
         "INSERT INTO flow_session_changes (session_id, workflow_id, at) VALUES ($1, 'ret', now() - INTERVAL '2 days')",
     )
-    .bind(s)
+    .bind(s.to_string())
     .execute(plain.db.store.pool())
     .await
     .expect("old change");

@@ -7,12 +7,12 @@ use uuid::Uuid;
 use crate::fixtures::{RECORD, RECORD_EVENTS, START, at, record, session, trace};
 use crate::harness::{Kind, TestApp};
 
-const COMPLETE: &str = "mutation($id: UUID!, $status: SessionStatus!, $end: DateTime) {
+const COMPLETE: &str = "mutation($id: ID!, $status: SessionStatus!, $end: DateTime) {
     completeSession(id: $id, status: $status, endTime: $end) { id } }";
-const TRACES: &str = "query($s: UUID, $w: String, $after: String, $first: Int, $last: Int, $from: DateTime, $to: DateTime) {
+const TRACES: &str = "query($s: ID, $w: String, $after: String, $first: Int, $last: Int, $from: DateTime, $to: DateTime) {
     traces(sessionId: $s, workflowId: $w, after: $after, first: $first, last: $last, from: $from, to: $to) { totalCount } }";
 const EVENTS: &str =
-    "query($s: UUID!, $from: DateTime, $to: DateTime) { events(sessionId: $s, from: $from, to: $to) { totalCount } }";
+    "query($s: ID!, $from: DateTime, $to: DateTime) { events(sessionId: $s, from: $from, to: $to) { totalCount } }";
 
 /// Everything stored, as one string: any write would change it.
 async fn fingerprint(app: &TestApp) -> String {
@@ -66,9 +66,19 @@ async fn bad_inputs_get_stable_codes_and_change_nothing() {
         ("syntax error", "mutation { recordTraces(", json!({}), "BAD_USER_INPUT"),
         ("unknown field", "{ sessions { nope } }", json!({}), "BAD_USER_INPUT"),
         ("unknown operation type", "subscription { nope }", json!({}), "BAD_USER_INPUT"),
-        ("bad session UUID", RECORD, json!({ "s": "not-a-uuid", "t": [t(3)] }), "BAD_USER_INPUT"),
-        ("bad trace UUID", RECORD, rec(json!([with(t(3), &["id"], json!("123"))])), "BAD_USER_INPUT"),
-        ("bad parentTraceId", RECORD, rec(json!([with(t(3), &["parentTraceId"], json!("zz"))])), "BAD_USER_INPUT"),
+        ("empty session id", RECORD, json!({ "s": "", "t": [t(3)] }), "BAD_USER_INPUT"),
+        (
+            "trace id of 129 characters",
+            RECORD,
+            rec(json!([with(t(3), &["id"], json!("i".repeat(129)))])),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "parentTraceId with NUL",
+            RECORD,
+            rec(json!([with(t(3), &["parentTraceId"], json!("p\u{0}"))])),
+            "BAD_USER_INPUT",
+        ),
         (
             "unparseable timestamp",
             RECORD,

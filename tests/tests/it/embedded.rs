@@ -23,7 +23,7 @@ async fn the_embedded_cluster_keeps_its_data_across_restarts() {
 
     let db = Database::open(&args).await.expect("second start reuses the folder");
     db.store.wait_until_reachable(std::time::Duration::from_secs(30)).await.expect("reachable");
-    let found = db.store.session(session.id).await.expect("query");
+    let found = db.store.session(&session.id).await.expect("query");
     assert_eq!(found.map(|s| s.workflow_id), Some("wf".to_owned()), "data survived (port was {first_port})");
     db.close().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -10,9 +10,9 @@ pub const START: &str = "mutation($input: StartSessionInput!) {
     startSession(input: $input) { id status startTime workflowId }
 }";
 pub const RECORD: &str =
-    "mutation($s: UUID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted duplicates } }";
+    "mutation($s: ID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted duplicates } }";
 pub const RECORD_EVENTS: &str =
-    "mutation($s: UUID!, $e: [EventInput!]!) { recordEvents(sessionId: $s, events: $e) { accepted duplicates } }";
+    "mutation($s: ID!, $e: [EventInput!]!) { recordEvents(sessionId: $s, events: $e) { accepted duplicates } }";
 
 /// 10:00 UTC two days ago, fixed for the whole test run: recent enough that no retention (7 days for events, applied
 /// by the server itself in plain mode) deletes test data while a test runs, on whatever day the tests run.

@@ -18,9 +18,8 @@ async fn start_session_is_idempotent_on_id() {
     assert_eq!(first, second, "a retried start returns the same session");
     assert_eq!(app.scalar_i64("SELECT count(*) FROM flow_trace_sessions").await, 1);
 
-    let data = app
-        .ok("query($id: UUID!) { session(id: $id) { workflowVersionId userId metadata } }", json!({ "id": id }))
-        .await;
+    let data =
+        app.ok("query($id: ID!) { session(id: $id) { workflowVersionId userId metadata } }", json!({ "id": id })).await;
     assert_eq!(data["session"], json!({ "workflowVersionId": "v3", "userId": "u1", "metadata": { "env": "test" } }));
 }
 
@@ -39,7 +38,7 @@ async fn record_traces_updates_the_summary_and_retries_store_nothing_twice() {
 
     let data = app
         .ok(
-            "query($id: UUID!) { session(id: $id) { summary { totalTraces successCount errorCount warningCount
+            "query($id: ID!) { session(id: $id) { summary { totalTraces successCount errorCount warningCount
                 totalDataSize averageDuration } traces { edges { node { status error { message code stack }
                 data { size preview } source { nodeId portId } } } } } }",
             json!({ "id": s }),
@@ -118,7 +117,7 @@ async fn events_are_recorded_idempotently_and_filtered() {
     let r = app.ok(RECORD_EVENTS, json!({ "s": s, "e": events })).await;
     assert_eq!(r["recordEvents"], json!({ "accepted": 0, "duplicates": 3 }));
 
-    let q = "query($s: UUID!, $types: [EventType!], $node: String) {
+    let q = "query($s: ID!, $types: [EventType!], $node: String) {
         events(sessionId: $s, eventTypes: $types, nodeId: $node) { totalCount edges { node { nodeId eventType data metadata duration portId } } } }";
     let all = app.ok(q, json!({ "s": s })).await;
     assert_eq!(all["events"]["totalCount"], 3);
@@ -137,7 +136,7 @@ async fn events_are_recorded_idempotently_and_filtered() {
 async fn complete_session_sets_the_outcome_once() {
     let app = TestApp::start(Kind::Default).await;
     let s = session(&app, "wf", 0).await;
-    let complete = "mutation($id: UUID!, $status: SessionStatus!, $end: DateTime) {
+    let complete = "mutation($id: ID!, $status: SessionStatus!, $end: DateTime) {
         completeSession(id: $id, status: $status, endTime: $end) { status endTime } }";
     let done = app.ok(complete, json!({ "id": s, "status": "FAILED", "end": at(60) })).await;
     assert_eq!(done["completeSession"]["status"], "FAILED");

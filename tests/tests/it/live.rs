@@ -12,7 +12,7 @@ use crate::fixtures::{RECORD, RECORD_EVENTS, at, record, session, trace};
 use crate::harness::{Kind, TestApp, TestDb};
 use crate::ws_client::{Event, LEGACY_WS, TRANSPORT_WS, WsClient};
 
-pub const TRACES_SUB: &str = "subscription($s: UUID, $w: String, $after: String) {
+pub const TRACES_SUB: &str = "subscription($s: ID, $w: String, $after: String) {
     traces(sessionId: $s, workflowId: $w, after: $after) { cursor node { id seq timestamp } } }";
 
 fn ids_of(items: &[Value]) -> Vec<String> {
@@ -51,7 +51,7 @@ async fn stored_then_live_traces_on_both_protocols_with_shared_cursors() {
         let cursor = first[2]["traces"]["cursor"].clone();
         let page = app
             .ok(
-                "query($s: UUID!, $a: String) { traces(sessionId: $s, after: $a) { edges { node { id } } } }",
+                "query($s: ID!, $a: String) { traces(sessionId: $s, after: $a) { edges { node { id } } } }",
                 json!({ "s": s, "a": cursor }),
             )
             .await;
@@ -63,7 +63,7 @@ async fn stored_then_live_traces_on_both_protocols_with_shared_cursors() {
             .collect();
         assert_eq!(after, live_ids.iter().map(String::as_str).collect::<Vec<_>>());
         let query_cursor = app
-            .ok("query($s: UUID!) { traces(sessionId: $s, first: 4) { pageInfo { endCursor } } }", json!({ "s": s }))
+            .ok("query($s: ID!) { traces(sessionId: $s, first: 4) { pageInfo { endCursor } } }", json!({ "s": s }))
             .await["traces"]["pageInfo"]["endCursor"]
             .clone();
         let mut resumed = WsClient::connect(&app.base, protocol, json!({})).await;
@@ -108,7 +108,7 @@ async fn ten_thousand_traces_from_four_writers_reach_fifty_subscribers_once_in_o
     for i in 0..50 {
         let protocol = if i % 2 == 0 { TRANSPORT_WS } else { LEGACY_WS };
         let mut client = WsClient::connect(&app.base, protocol, json!({})).await;
-        client.subscribe("subscription($s: UUID) { traces(sessionId: $s) { node { seq } } }", json!({ "s": s })).await;
+        client.subscribe("subscription($s: ID) { traces(sessionId: $s) { node { seq } } }", json!({ "s": s })).await;
         clients.push(client);
     }
     let writers: Vec<_> = (0..4)
@@ -314,13 +314,13 @@ async fn start_session_unannounced(app: &TestApp, workflow: &str) -> Uuid {
     sqlx::query(
         "INSERT INTO flow_trace_sessions (id, start_time, workflow_id, workflow_name) VALUES ($1, now(), $2, 'x')",
     )
-    .bind(id)
+    .bind(id.to_string())
     .bind(workflow)
     .execute(&mut *tx)
     .await
     .expect("session");
     sqlx::query("INSERT INTO flow_session_changes (session_id, workflow_id) VALUES ($1, $2)")
-        .bind(id)
+        .bind(id.to_string())
         .bind(workflow)
         .execute(&mut *tx)
         .await
@@ -355,7 +355,7 @@ async fn session_updates_whose_notifications_were_lost_arrive_once() {
     assert_eq!(missed, expected, "every missed start");
 
     // Notified again once the listener is back; nothing delivered earlier comes twice.
-    app.ok("mutation($id: UUID!) { completeSession(id: $id, status: COMPLETED) { id } }", json!({ "id": a })).await;
+    app.ok("mutation($id: ID!) { completeSession(id: $id, status: COMPLETED) { id } }", json!({ "id": a })).await;
     let completed = json!({ "sessionUpdates": { "id": a, "status": "COMPLETED" } });
     assert_eq!(of_workflow.next_data().await, completed);
     assert_eq!(of_all.next_data().await, completed);
@@ -376,7 +376,7 @@ async fn events_session_updates_and_replay() {
     let mut events = WsClient::connect(&app.base, LEGACY_WS, json!({})).await;
     events
         .subscribe(
-            "subscription($s: UUID!) { events(sessionId: $s, eventTypes: [ERROR]) { nodeId eventType } }",
+            "subscription($s: ID!) { events(sessionId: $s, eventTypes: [ERROR]) { nodeId eventType } }",
             json!({ "s": s }),
         )
         .await;
@@ -386,7 +386,7 @@ async fn events_session_updates_and_replay() {
     assert_eq!(events.next_data().await["events"], json!({ "nodeId": "b", "eventType": "ERROR" }));
     events.assert_quiet(Duration::from_millis(300)).await;
 
-    app.ok("mutation($id: UUID!) { completeSession(id: $id, status: FAILED) { id } }", json!({ "id": s })).await;
+    app.ok("mutation($id: ID!) { completeSession(id: $id, status: FAILED) { id } }", json!({ "id": s })).await;
     assert_eq!(updates.next_data().await["sessionUpdates"], json!({ "id": s, "status": "FAILED" }));
 
     // Replay: 3 traces one second apart, played 10x faster, then the stream completes.
@@ -395,16 +395,14 @@ async fn events_session_updates_and_replay() {
         .await;
     let mut replay = WsClient::connect(&app.base, TRANSPORT_WS, json!({})).await;
     let started = std::time::Instant::now();
-    replay
-        .subscribe("subscription($s: UUID!) { replay(sessionId: $s, speed: 10) { status } }", json!({ "s": r }))
-        .await;
+    replay.subscribe("subscription($s: ID!) { replay(sessionId: $s, speed: 10) { status } }", json!({ "s": r })).await;
     let played = replay.take(3).await;
     let took = started.elapsed();
     assert_eq!(played[2]["replay"]["status"], "ERROR");
     assert!(took >= Duration::from_millis(180), "spacing kept (2 s / 10), took {took:?}");
     assert!(matches!(replay.next_event(Duration::from_secs(5)).await, Some(Event::Complete)));
     let mut bad = WsClient::connect(&app.base, TRANSPORT_WS, json!({})).await;
-    bad.subscribe("subscription($s: UUID!) { replay(sessionId: $s, speed: 0) { id } }", json!({ "s": r })).await;
+    bad.subscribe("subscription($s: ID!) { replay(sessionId: $s, speed: 0) { id } }", json!({ "s": r })).await;
     match bad.next_event(Duration::from_secs(5)).await {
         Some(Event::Error(errors)) => assert_eq!(errors[0]["extensions"]["code"], "BAD_USER_INPUT"),
         other => panic!("expected an error, got {other:?}"),

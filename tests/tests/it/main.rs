@@ -6,6 +6,7 @@ mod embedded;
 mod export;
 mod fixtures;
 mod harness;
+mod ids;
 mod ingest;
 mod live;
 mod migrations;

@@ -104,3 +104,161 @@ async fn timescaledb_objects_are_all_present() {
     db.store.migrate_up().await.expect("up again");
     assert_eq!(count(&db, "SELECT count(*) FROM timescaledb_information.hypertables").await, 3);
 }
+
+/// Id columns of the flowtrace tables with their type, as `table.column type`.
+async fn id_column_types(db: &crate::harness::TestDb) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT table_name || '.' || column_name || ' ' || data_type FROM information_schema.columns
+         WHERE table_schema = current_schema() AND (column_name IN ('session_id', 'parent_trace_id')
+             OR (column_name = 'id' AND table_name IN ('flow_trace_sessions', 'flow_traces', 'flow_trace_events')))
+         ORDER BY 1",
+    )
+    // Not prepared: the migrations change the column types under this connection.
+    .persistent(false)
+    .fetch_all(db.store.pool())
+    .await
+    .expect("columns")
+}
+
+/// Everything stored, as text, in a fixed order.
+async fn contents(db: &crate::harness::TestDb) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT 's ' || id::text || ' ' || start_time::text || ' ' || total_traces FROM flow_trace_sessions
+         UNION ALL SELECT 't ' || id::text || ' ' || session_id::text || ' ' || COALESCE(parent_trace_id::text, '-')
+             || ' ' || timestamp::text || ' ' || seq FROM flow_traces
+         UNION ALL SELECT 'e ' || id::text || ' ' || session_id::text || ' ' || seq FROM flow_trace_events
+         UNION ALL SELECT 'm ' || session_id::text || ' ' || node_id || ' ' || inputs || ' ' || outputs
+             FROM flow_trace_node_minutes
+         UNION ALL SELECT 'c ' || session_id::text || ' ' || COALESCE(status, '-') FROM flow_session_changes
+         ORDER BY 1",
+    )
+    // Not prepared: the migrations change the column types under this connection.
+    .persistent(false)
+    .fetch_all(db.store.pool())
+    .await
+    .expect("contents")
+}
+
+async fn exec(db: &crate::harness::TestDb, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(db.store.pool()).await.expect(sql);
+}
+
+/// In TimescaleDB mode: hypertables with compression on, their compression policy intervals and segment columns.
+async fn compression(db: &crate::harness::TestDb) -> Vec<String> {
+    if !db.timescaledb {
+        return Vec::new();
+    }
+    sqlx::query_scalar(
+        "SELECT h.hypertable_name::text || ' ' || h.compression_enabled || ' ' || COALESCE(j.config->>'compress_after', '-')
+             || ' ' || COALESCE((SELECT string_agg(attname::text, ',' ORDER BY attname)
+                 FROM timescaledb_information.compression_settings s
+                 WHERE s.hypertable_name = h.hypertable_name AND segmentby_column_index IS NOT NULL), '-')
+         FROM timescaledb_information.hypertables h
+         LEFT JOIN timescaledb_information.jobs j
+             ON j.hypertable_name = h.hypertable_name AND j.proc_name = 'policy_compression'
+         ORDER BY 1",
+    )
+    // Not prepared: the migrations change the column types under this connection.
+    .persistent(false)
+    .fetch_all(db.store.pool())
+    .await
+    .expect("compression")
+}
+
+async fn compressed_chunks(db: &crate::harness::TestDb) -> i64 {
+    count(db, "SELECT count(*) FROM timescaledb_information.chunks WHERE is_compressed").await
+}
+
+#[tokio::test]
+async fn uuid_databases_move_to_text_ids_keeping_data_and_go_back() {
+    uuid_to_text_ids(empty_db().await).await;
+    if let Some(plain) = crate::harness::empty_db_on(crate::harness::Kind::Plain).await {
+        uuid_to_text_ids(plain).await;
+    }
+}
+
+async fn uuid_to_text_ids(db: crate::harness::TestDb) {
+    use migration::MigratorTrait;
+    migration::Migrator::up(db.store.orm(), Some(8)).await.expect("up to the uuid schema");
+    let (s, t1, t2, e) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4(), uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    exec(
+        &db,
+        &format!(
+            "INSERT INTO flow_trace_sessions (id, start_time, workflow_id, workflow_name, total_traces)
+                 VALUES ('{s}', now() - INTERVAL '15 days', 'wf', 'n', 2);
+             INSERT INTO flow_traces (id, timestamp, seq, session_id, workflow_id, status, source_node_id, target_node_id,
+                 parent_trace_id)
+                 VALUES ('{t1}', now() - INTERVAL '8 days', nextval('flow_trace_seq'), '{s}', 'wf', 'SUCCESS', 'a', 'b', NULL),
+                        ('{t2}', now() - INTERVAL '1 hour', nextval('flow_trace_seq'), '{s}', 'wf', 'SUCCESS', 'b', 'c', '{t1}');
+             INSERT INTO flow_trace_events (id, timestamp, seq, session_id, workflow_id, node_id, event_type)
+                 VALUES ('{e}', now() - INTERVAL '4 days', nextval('flow_trace_event_seq'), '{s}', 'wf', 'a', 'START');
+             INSERT INTO flow_trace_node_minutes (session_id, node_id, minute, inputs, outputs)
+                 VALUES ('{s}', 'b', date_trunc('minute', now()), 1, 1);
+             INSERT INTO flow_session_changes (session_id, workflow_id, status) VALUES ('{s}', 'wf', 'RUNNING');"
+        ),
+    )
+    .await;
+    if db.timescaledb {
+        // Old chunks compressed, as the policy would have done: the migration must get through them.
+        exec(&db, "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('flow_traces', older_than => INTERVAL '2 days') c").await;
+        exec(&db, "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('flow_trace_events', older_than => INTERVAL '2 days') c")
+            .await;
+        exec(&db, "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('flow_trace_sessions', older_than => INTERVAL '2 days') c")
+            .await;
+    }
+    let before = contents(&db).await;
+    let before_compression = compression(&db).await;
+    if db.timescaledb {
+        assert_eq!(compressed_chunks(&db).await, 3, "one old chunk of each table compressed");
+    }
+    assert_eq!(before.len(), 6, "{before:?}");
+    assert!(id_column_types(&db).await.iter().all(|c| c.ends_with(" uuid")));
+
+    db.store.migrate_up().await.expect("up to text ids");
+    let types = id_column_types(&db).await;
+    assert_eq!(types.len(), 8, "{types:?}");
+    assert!(types.iter().all(|c| c.ends_with(" text")), "{types:?}");
+    assert_eq!(contents(&db).await, before, "every row and id kept");
+    assert_eq!(compression(&db).await, before_compression, "compression as it was");
+    if db.timescaledb {
+        assert_eq!(compressed_chunks(&db).await, 3, "the chunks compressed before are compressed again");
+    }
+    let key: String =
+        sqlx::query_scalar("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'flow_traces_pkey'")
+            .fetch_one(db.store.pool())
+            .await
+            .expect("key");
+    assert_eq!(key, "PRIMARY KEY (session_id, id, \"timestamp\")");
+
+    // The migrated rows answer through the store with the same ids, and a retry of a stored id is a duplicate.
+    let found = db.store.session(&s.to_string()).await.expect("session").expect("found");
+    assert_eq!(found.id, s.to_string());
+    let filter = flowtrace::store::traces::TraceFilter { session_id: Some(s.to_string()), ..Default::default() };
+    let page = flowtrace::store::cursor::Page { after: None, before: None, limit: 10, from_end: false };
+    let traces = db.store.traces(&filter, &page).await.expect("traces").rows;
+    assert_eq!(traces.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![t1.to_string(), t2.to_string()]);
+    assert_eq!(traces[1].parent_trace_id, Some(t1.to_string()));
+
+    db.store.migrate_down(Some(1)).await.expect("down to uuid ids");
+    assert!(id_column_types(&db).await.iter().all(|c| c.ends_with(" uuid")));
+    assert_eq!(contents(&db).await, before, "back with every row and id");
+    assert_eq!(compression(&db).await, before_compression);
+    if db.timescaledb {
+        assert_eq!(compressed_chunks(&db).await, 3);
+    }
+
+    // With an id that is no UUID, going back is refused and changes nothing.
+    db.store.migrate_up().await.expect("up again");
+    exec(
+        &db,
+        "INSERT INTO flow_trace_sessions (id, start_time, workflow_id, workflow_name)
+             VALUES ('fts_mf3k2q1a_4h8z0c9xk2lq', now(), 'wf', 'n')",
+    )
+    .await;
+    let refused = db.store.migrate_down(Some(1)).await.expect_err("refused");
+    let message = refused.to_string();
+    assert!(message.contains("1 ids are not UUIDs") && message.contains("flow_trace_sessions.id: 1"), "{message}");
+    assert!(id_column_types(&db).await.iter().all(|c| c.ends_with(" text")));
+    assert_eq!(contents(&db).await.len(), before.len() + 1);
+    assert!(db.store.migration_status().await.expect("status").iter().all(|(_, applied)| *applied));
+}

@@ -23,13 +23,15 @@ async fn plain_mode_serves_the_same_api() {
     assert_eq!(status, 200);
     assert_eq!(health["mode"], "PLAIN");
     assert_eq!(health["connected"], true);
-    assert_eq!(health["hypertables"], json!([]));
+    assert_eq!(health["hypertables"], json!(0));
+    assert_eq!(health["hypertableNames"], json!([]));
+    assert_eq!(health["continuousAggregates"], json!(0));
     assert_eq!(health["compressionEnabled"], false);
-    assert_eq!(health["version"], json!(null));
+    assert_eq!(health["version"], json!(""));
 
     let s = session(&app, "wf", 0).await;
     record(&app, s, vec![trace(1, "SUCCESS", "a", "b"), trace(2, "ERROR", "b", "c")]).await;
-    let data = app.ok("query($s: UUID!) { traces(sessionId: $s) { totalCount } }", json!({ "s": s })).await;
+    let data = app.ok("query($s: ID!) { traces(sessionId: $s) { totalCount } }", json!({ "s": s })).await;
     assert_eq!(data["traces"]["totalCount"], 2);
     // The aggregate names exist as views computed on the fly.
     let n = app.scalar_i64("SELECT sum(trace_count)::bigint FROM node_performance_hourly").await;
@@ -46,20 +48,31 @@ async fn health_reports_what_the_catalog_holds() {
     assert_eq!(health["connected"], true);
     if app.db.timescaledb {
         assert_eq!(health["mode"], "TIMESCALEDB");
-        assert_eq!(health["hypertables"], json!(["flow_trace_events", "flow_trace_sessions", "flow_traces"]));
+        assert_eq!(health["hypertableNames"], json!(["flow_trace_events", "flow_trace_sessions", "flow_traces"]));
+        assert_eq!(health["hypertables"], json!(3));
         assert_eq!(health["compressionEnabled"], true);
         assert_eq!(
-            health["continuousAggregates"],
+            health["continuousAggregateNames"],
             json!(["node_performance_hourly", "session_stats_daily", "session_stats_hourly"])
         );
+        assert_eq!(health["continuousAggregates"], json!(3));
         assert!(health["version"].as_str().is_some_and(|v| v.starts_with('2')));
     } else {
         crate::harness::skipped("TimescaleDB part of health_reports_what_the_catalog_holds: extension not installed");
         assert_eq!(health["mode"], "PLAIN");
+        assert_eq!((health["hypertables"].clone(), health["continuousAggregates"].clone()), (json!(0), json!(0)));
+        assert_eq!(health["version"], json!(""));
     }
+    // The replaced service's contract: these five fields with these types, whatever the mode.
+    assert!(health["connected"].is_boolean());
+    assert!(health["version"].is_string());
+    assert!(health["hypertables"].is_u64());
+    assert!(health["compressionEnabled"].is_boolean());
+    assert!(health["continuousAggregates"].is_u64());
+    assert!(health["postgresVersion"].is_string());
     let data = app.ok("{ health { connected mode hypertables jobsFailing } }", json!({})).await;
     assert_eq!(data["health"]["mode"], health["mode"]);
-    assert_eq!(data["health"]["hypertables"], health["hypertables"]);
+    assert_eq!(data["health"]["hypertables"], health["hypertableNames"]);
 
     let (status, body) = app.get("/readyz").await;
     assert_eq!((status, body["ready"].clone()), (200, json!(true)));

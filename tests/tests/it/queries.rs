@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::fixtures::{record, session, trace};
 use crate::harness::{Kind, TestApp};
 
-const TRACES: &str = "query($s: UUID, $w: String, $first: Int, $after: String, $last: Int, $before: String,
+const TRACES: &str = "query($s: ID, $w: String, $first: Int, $after: String, $last: Int, $before: String,
     $node: String, $status: TraceStatus, $from: DateTime, $to: DateTime) {
     traces(sessionId: $s, workflowId: $w, first: $first, after: $after, last: $last, before: $before,
            nodeId: $node, status: $status, from: $from, to: $to) {
@@ -118,7 +118,7 @@ async fn sessions_are_listed_newest_first_with_filters_and_total() {
         let wf = if i % 3 == 0 { "billing-sync" } else { "etl" };
         started.push(session(&app, wf, i * 60).await);
     }
-    let complete = "mutation($id: UUID!) { completeSession(id: $id, status: COMPLETED) { status } }";
+    let complete = "mutation($id: ID!) { completeSession(id: $id, status: COMPLETED) { status } }";
     for id in &started[..5] {
         app.ok(complete, json!({ "id": id })).await;
     }
@@ -155,7 +155,7 @@ async fn sessions_are_listed_newest_first_with_filters_and_total() {
 
     let (code, _) = app.err(q, json!({ "after": "garbage" })).await;
     assert_eq!(code, "BAD_USER_INPUT");
-    let data = app.ok("query($id: UUID!) { session(id: $id) { id } }", json!({ "id": Uuid::new_v4() })).await;
+    let data = app.ok("query($id: ID!) { session(id: $id) { id } }", json!({ "id": Uuid::new_v4() })).await;
     assert_eq!(data["session"], Value::Null, "an unknown session is null, not an error");
 }
 
@@ -166,7 +166,7 @@ async fn repeated_query_texts_run_what_each_request_asks() {
     let app = TestApp::start(Kind::Default).await;
     let a = session(&app, "wf-a", 0).await;
     let b = session(&app, "wf-b", 60).await;
-    let text = "query ById($id: UUID!) { session(id: $id) { workflowId } }
+    let text = "query ById($id: ID!) { session(id: $id) { workflowId } }
                 query Newest { sessions(first: 1) { edges { node { workflowId } } } }";
     let post = |operation: &'static str, variables: Value| {
         let request = app.http.post(format!("{}/graphql", app.base));

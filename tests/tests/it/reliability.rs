@@ -44,7 +44,7 @@ async fn the_server_rides_out_a_database_outage_and_retried_batches_land_once() 
         (0..40).map(|b| (0..100).map(|i| trace(b * 100 + i, "SUCCESS", "a", "b")).collect()).collect();
     // A live subscriber connected through the whole outage.
     let mut subscriber = WsClient::connect(&app.base, TRANSPORT_WS, json!({})).await;
-    subscriber.subscribe("subscription($s: UUID) { traces(sessionId: $s) { node { id } } }", json!({ "s": s })).await;
+    subscriber.subscribe("subscription($s: ID) { traces(sessionId: $s) { node { id } } }", json!({ "s": s })).await;
 
     let writer = {
         let app_base = app.base.clone();

@@ -67,8 +67,7 @@ async fn roles_and_keys_decide_who_reads_and_writes() {
     let started = call(&app, Some(&writer), START, start.clone()).await;
     let id = started["data"]["startSession"]["id"].clone();
     assert!(id.is_string(), "{started}");
-    let user =
-        call(&app, Some(&writer), "query($id: UUID!) { session(id: $id) { userId } }", json!({ "id": id })).await;
+    let user = call(&app, Some(&writer), "query($id: ID!) { session(id: $id) { userId } }", json!({ "id": id })).await;
     assert_eq!(user["data"]["session"]["userId"], "user-42", "userId defaults to the token's sub");
 
     assert!(call(&app, Some("Bearer reader-key"), list, json!({})).await.get("errors").is_none());

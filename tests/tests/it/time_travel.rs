@@ -12,7 +12,7 @@ const STATE: &str = "query($w: String!, $at: DateTime!) { workflowStateAt(workfl
     at sessionStatus session { id }
     nodes { nodeId nodeName status inputCount outputCount lastInput { id } lastOutput { id } lastError { message } } } }";
 
-const COMPLETE: &str = "mutation($id: UUID!, $s: SessionStatus!, $end: DateTime) { completeSession(id: $id, status: $s, endTime: $end) { id } }";
+const COMPLETE: &str = "mutation($id: ID!, $s: SessionStatus!, $end: DateTime) { completeSession(id: $id, status: $s, endTime: $end) { id } }";
 
 struct Dataset {
     a: Uuid,
@@ -174,7 +174,7 @@ async fn check_counts(app: &TestApp) {
                 "SELECT count(*) FILTER (WHERE target_node_id = $2), count(*) FILTER (WHERE source_node_id = $2)
                  FROM flow_traces WHERE session_id = $1 AND timestamp <= $3",
             )
-            .bind(s)
+            .bind(s.to_string())
             .bind(n)
             .bind(at)
             .fetch_one(pool)
@@ -197,7 +197,7 @@ async fn node_counts_match_the_raw_traces_at_every_instant() {
     }
 }
 
-const TIMELINE: &str = "query($s: UUID!, $b: Int!, $from: DateTime, $to: DateTime) {
+const TIMELINE: &str = "query($s: ID!, $b: Int!, $from: DateTime, $to: DateTime) {
     executionTimeline(sessionId: $s, bucketSeconds: $b, from: $from, to: $to) {
         bucket traceCount errorCount avgDuration maxDuration dataSize activeNodes } }";
 
@@ -277,7 +277,7 @@ async fn replay_traces_returns_the_window_in_order() {
     let s = session(&app, "rp", 0).await;
     let traces: Vec<Value> = (0..30).map(|i| trace(i, "SUCCESS", "a", "b")).collect();
     record(&app, s, traces.clone()).await;
-    let q = "query($s: UUID!, $start: DateTime!, $end: DateTime!, $after: String) {
+    let q = "query($s: ID!, $start: DateTime!, $end: DateTime!, $after: String) {
         replayTraces(sessionId: $s, start: $start, end: $end, first: 7, after: $after) {
             pageInfo { hasNextPage endCursor } edges { node { id } } } }";
     let mut got = Vec::new();

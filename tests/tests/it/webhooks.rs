@@ -103,7 +103,7 @@ async fn session_starts_and_ends_are_posted_signed_in_order_and_retried() {
     let mut receiver = Receiver::start(1).await;
     let app = TestApp::with_db(test_db(Kind::Default).await, args(&receiver)).await;
     let s = session(&app, "wf-hooks", 0).await;
-    app.ok("mutation($id: UUID!) { completeSession(id: $id, status: FAILED) { id } }", json!({ "id": s })).await;
+    app.ok("mutation($id: ID!) { completeSession(id: $id, status: FAILED) { id } }", json!({ "id": s })).await;
 
     let started = receiver.next(20).await;
     let failed = receiver.next(20).await;
@@ -135,9 +135,9 @@ async fn a_restarted_server_delivers_what_happened_while_it_was_down_and_nothing
     app.shutdown().await;
 
     // Written with no server running: only the change log knows.
-    let during = Uuid::new_v4();
+    let during = Uuid::new_v4().to_string();
     let new = NewSession {
-        id: Some(during),
+        id: Some(during.clone()),
         workflow_id: "wf-hooks".into(),
         workflow_name: "Flow".into(),
         workflow_version_id: None,
@@ -146,7 +146,7 @@ async fn a_restarted_server_delivers_what_happened_while_it_was_down_and_nothing
         metadata: None,
     };
     app.db.store.start_session(&Limits::default(), new).await.expect("start");
-    app.db.store.complete_session(during, SessionStatus::Completed, None).await.expect("complete");
+    app.db.store.complete_session(&during, SessionStatus::Completed, None).await.expect("complete");
 
     app.restart(args(&receiver)).await;
     let first = receiver.next(30).await;
