@@ -179,7 +179,8 @@ fn midnight(day: NaiveDate) -> DateTime<Utc> {
 }
 
 async fn start_session(app: &TestApp, workflow: &str, start: DateTime<Utc>, metadata: Value) -> String {
-    let id = Uuid::new_v4().to_string();
+    // The replaced service's own id style: ids are opaque text.
+    let id = format!("fts_{workflow}_{}", Uuid::new_v4().simple());
     app.ok(
         START,
         json!({ "input": { "id": id, "workflowId": workflow, "workflowName": format!("{workflow} name"),
@@ -206,7 +207,7 @@ async fn record_traces(app: &TestApp, session: &str, times: &[DateTime<Utc>]) ->
         .enumerate()
         .map(|(i, t)| {
             let mut trace = json!({
-                "id": Uuid::new_v4().to_string(),
+                "id": if i % 2 == 0 { format!("ft_{}", Uuid::new_v4().simple()) } else { Uuid::new_v4().to_string() },
                 "timestamp": t.to_rfc3339(),
                 "status": if i % 3 == 2 { "ERROR" } else { "SUCCESS" },
                 "source": { "nodeId": "a", "nodeName": "A", "portId": "out" },
