@@ -85,6 +85,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // Exit status: 0 everything stored, 2 finished with rows skipped, 1 failed (see README).
             if result?.skipped.is_empty() { Ok(()) } else { std::process::exit(2) }
         }
+        Command::Export(args) => {
+            let db = Database::open(&cli.database).await?;
+            let result = crate::export::run(&db.store, args).await;
+            db.close().await;
+            result
+        }
         Command::Seed(args) => {
             let db = Database::open(&cli.database).await?;
             let result = async {

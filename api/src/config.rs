@@ -77,6 +77,8 @@ pub enum Command {
     Schema,
     /// Print the hash of an API key, for FLOWTRACE_API_KEYS (`write:<hash>` or `read:<hash>`).
     HashApiKey { key: String },
+    /// Write sessions, traces and events of a time window to Parquet files, one per table and UTC day.
+    Export(ExportArgs),
     /// Show or apply retention, compression and refresh policies.
     Policies {
         #[command(subcommand)]
@@ -179,6 +181,26 @@ pub struct WebhookArgs {
     /// Signs each webhook body: header `X-Flowtrace-Signature: sha256=<hex HMAC-SHA256 of the body>`.
     #[arg(long, env = "FLOWTRACE_WEBHOOK_SECRET")]
     pub webhook_secret: Option<String>,
+}
+
+/// `flowtrace export` (see `crate::export`).
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// Folder to write `<table>/<YYYY-MM-DD>.parquet` into (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Start of the window, inclusive: RFC 3339 or YYYY-MM-DD (midnight UTC). Default: the first row.
+    #[arg(long, value_parser = parse_time)]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// End of the window, exclusive: RFC 3339 or YYYY-MM-DD (midnight UTC). Default: the last row.
+    #[arg(long, value_parser = parse_time)]
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Export exactly the rows the next retention run drops: with each table's retention in force, or, given a
+    /// DURATION (a PostgreSQL interval such as '30 days'), as if every table's retention were that.
+    #[arg(long, num_args = 0..=1, value_name = "DURATION")]
+    pub older_than: Option<Option<String>>,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod embedded_pg;
 pub mod embedded_shared;
 pub mod error;
+pub mod export;
 pub mod graphiql;
 pub mod graphql;
 pub mod import;

@@ -3,6 +3,7 @@
 //! and writes JSON. The server runs as its own process (the release `flowtrace` binary next to this one), so its
 //! memory is measured alone.
 
+mod export;
 mod import;
 mod ingest;
 mod live;
@@ -51,8 +52,8 @@ pub struct Args {
     #[arg(long)]
     pub import_traces: Option<usize>,
     /// Phases to run, comma-separated: ingest, reads, live, slow (live delivery while a tenth of the subscribers
-    /// have stopped reading), import.
-    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live,slow,import")]
+    /// have stopped reading), import, export.
+    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live,slow,import,export")]
     pub phases: Vec<String>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
@@ -118,6 +119,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if wanted("import") {
             import::run(&server, &sizes, &mut report).await?;
+        }
+        if wanted("export") {
+            export::run(&server, &sizes, &mut report).await?;
         }
         anyhow::Ok(())
     }

@@ -1,6 +1,7 @@
 //! SQL by capability. Nothing here knows about GraphQL: functions take domain values and return entity models.
 
 pub mod analytics;
+pub mod archive;
 pub mod cursor;
 pub mod events;
 pub mod health;

@@ -6,6 +6,7 @@ mod config_vars;
 mod embedded;
 mod embedded_processes;
 mod endpoints;
+mod export;
 mod fixtures;
 mod harness;
 mod hostile_input;
