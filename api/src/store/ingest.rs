@@ -3,8 +3,10 @@
 //! A batch is validated whole before anything is written, then stored by one INSERT over UNNEST-ed arrays in one
 //! transaction with the session summary update and one `pg_notify` wake-up: all or nothing. Ids are the idempotency
 //! keys: an id already stored in the session is skipped whatever its timestamp and reported as a duplicate, so a
-//! retried batch stores nothing twice. The check reads the key `(session_id, id, timestamp)` by its prefix; the
-//! per-workflow lock below makes it safe against a concurrent batch of the same session.
+//! retried batch stores nothing twice. The check probes the key `(session_id, id, timestamp)` once per item, only
+//! within the time span the session's rows already cover (on TimescaleDB, only in the chunks of that span: probing
+//! every chunk costs more than the insert); the per-workflow lock below makes it safe against a concurrent batch of
+//! the same session.
 //!
 //! Ordering: the transaction takes an advisory lock on the session's workflow before it draws `seq` values, so within
 //! a workflow (and so within a session) `seq` order is commit order and a reader following `seq` never skips a row
@@ -222,6 +224,18 @@ async fn lock_workflow(tx: &mut Transaction<'_, Postgres>, workflow_id: &str) ->
     Ok(())
 }
 
+/// The first and last timestamp of the session's rows in `table` (`flow_traces` or `flow_trace_events`), read under
+/// the workflow lock: every id the session already holds has a row inside this span.
+async fn stored_span(
+    tx: &mut Transaction<'_, Postgres>,
+    table: &str,
+    session_id: &str,
+) -> StoreResult<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> {
+    // The table name is ours; each bound is one step on the (session_id, timestamp, seq) index per chunk.
+    let sql = format!("SELECT min(timestamp), max(timestamp) FROM {table} WHERE session_id = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(session_id).fetch_one(&mut **tx).await?)
+}
+
 /// One small wake-up per transaction; listeners read the rows themselves.
 pub(crate) async fn notify(
     tx: &mut Transaction<'_, Postgres>,
@@ -297,6 +311,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let workflow_id = session_workflow(&mut tx, session_id).await?;
         lock_workflow(&mut tx, &workflow_id).await?;
+        let (first, last) = stored_span(&mut tx, "flow_traces", session_id).await?;
         let (accepted, max_seq): (i64, Option<i64>) = sqlx::query_as(
             r#"
             WITH ins AS (
@@ -317,8 +332,11 @@ impl Store {
                     $26::text[], $27::text[], $28::text[], $29::int4[])
                     AS u(id, ts, duration, status, sn, snn, snt, sp, spn, spt, tn, tnn, tnt, tp, tpn, tpt,
                          payload, size, dtype, preview, emsg, ecode, estack, graph_id, graph_name, parent, depth)
-                -- An id is stored once per session, whatever its timestamp (flow_traces_pkey's prefix).
-                WHERE NOT EXISTS (SELECT 1 FROM flow_traces f WHERE f.session_id = $1 AND f.id = u.id)
+                -- An id is stored once per session, whatever its timestamp: one probe of flow_traces_pkey per item
+                -- (LATERAL … LIMIT 1, never a scan of the whole session), within the session's span.
+                LEFT JOIN LATERAL (SELECT true AS stored FROM flow_traces f
+                    WHERE f.session_id = $1 AND f.id = u.id AND f.timestamp BETWEEN $30 AND $31 LIMIT 1) s ON true
+                WHERE s.stored IS NULL
                 ON CONFLICT DO NOTHING
                 RETURNING seq, status, data_size, duration, timestamp, source_node_id, target_node_id
             ),
@@ -391,6 +409,8 @@ impl Store {
         .bind(cols.graph_name)
         .bind(cols.parent)
         .bind(cols.depth)
+        .bind(first)
+        .bind(last)
         .fetch_one(&mut *tx)
         .await?;
         if let Some(seq) = max_seq {
@@ -435,6 +455,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let workflow_id = session_workflow(&mut tx, session_id).await?;
         lock_workflow(&mut tx, &workflow_id).await?;
+        let (first, last) = stored_span(&mut tx, "flow_trace_events", session_id).await?;
         let (accepted, max_seq): (i64, Option<i64>) = sqlx::query_as(
             r#"
             WITH ins AS (
@@ -444,7 +465,9 @@ impl Store {
                     u.data::jsonb, u.duration, u.metadata::jsonb
                 FROM UNNEST($3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
                     $9::float8[], $10::text[]) AS u(id, ts, node, port, kind, data, duration, metadata)
-                WHERE NOT EXISTS (SELECT 1 FROM flow_trace_events e WHERE e.session_id = $1 AND e.id = u.id)
+                LEFT JOIN LATERAL (SELECT true AS stored FROM flow_trace_events e
+                    WHERE e.session_id = $1 AND e.id = u.id AND e.timestamp BETWEEN $11 AND $12 LIMIT 1) s ON true
+                WHERE s.stored IS NULL
                 ON CONFLICT DO NOTHING
                 RETURNING seq
             )
@@ -461,6 +484,8 @@ impl Store {
         .bind(data)
         .bind(duration)
         .bind(metadata)
+        .bind(first)
+        .bind(last)
         .fetch_one(&mut *tx)
         .await?;
         if let Some(seq) = max_seq {

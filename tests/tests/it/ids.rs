@@ -223,8 +223,9 @@ async fn an_id_is_stored_once_per_session_whatever_its_timestamp() {
     let first = with_id(trace(1, "SUCCESS", "a", "b"), "ft_retry");
     let r = app.ok(RECORD, json!({ "s": s, "t": [first] })).await;
     assert_eq!(r["recordTraces"], json!({ "accepted": 1, "duplicates": 0 }));
-    // A retry whose timestamp (and anything else) changed is the same trace: nothing is stored or counted again.
-    let mut retry = with_id(trace(500, "ERROR", "x", "y"), "ft_retry");
+    // A retry whose timestamp (and anything else) changed is the same trace: nothing is stored or counted again, also
+    // when the new timestamp falls on another day (another chunk on TimescaleDB).
+    let mut retry = with_id(trace(-3 * 86_400, "ERROR", "x", "y"), "ft_retry");
     retry["duration"] = json!(99.0);
     let fresh = with_id(trace(2, "SUCCESS", "b", "c"), "ft_new");
     let r = app.ok(RECORD, json!({ "s": s, "t": [retry, fresh] })).await;
@@ -253,10 +254,16 @@ async fn an_id_is_stored_once_per_session_whatever_its_timestamp() {
     let event = |s_at: i64| json!({ "id": "fte_retry", "nodeId": "a", "eventType": "LOG", "timestamp": at(s_at) });
     let r = app.ok(RECORD_EVENTS, json!({ "s": s, "e": [event(1)] })).await;
     assert_eq!(r["recordEvents"], json!({ "accepted": 1, "duplicates": 0 }));
-    let r = app.ok(RECORD_EVENTS, json!({ "s": s, "e": [event(300)] })).await;
+    let r = app.ok(RECORD_EVENTS, json!({ "s": s, "e": [event(-3 * 86_400)] })).await;
     assert_eq!(r["recordEvents"], json!({ "accepted": 0, "duplicates": 1 }));
     let data = app.ok(SESSION, json!({ "id": s })).await;
     assert_eq!(data["session"]["events"]["edges"].as_array().map(Vec::len), Some(1));
+    // And the other way round: stored days apart, retried near the session's other rows.
+    let far = with_id(trace(-2 * 86_400, "SUCCESS", "a", "b"), "ft_far");
+    assert_eq!(app.ok(RECORD, json!({ "s": s, "t": [far] })).await["recordTraces"]["accepted"], 1);
+    let near = with_id(trace(3, "SUCCESS", "a", "b"), "ft_far");
+    assert_eq!(app.ok(RECORD, json!({ "s": s, "t": [near] })).await["recordTraces"]["duplicates"], 1);
+    assert_eq!(app.scalar_i64("SELECT count(*) FROM flow_traces WHERE id = 'ft_far'").await, 1);
 
     // Once per session: another session may use the same id for its own trace.
     start(&app, "fts_other").await;
