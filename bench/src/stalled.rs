@@ -27,7 +27,7 @@ pub async fn connect(server: &Server, n: usize) -> anyhow::Result<Vec<Stalled>> 
         )
         .await?;
     let session = started["startSession"]["id"].as_str().unwrap_or_default().to_owned();
-    let record = "mutation($s: UUID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted } }";
+    let record = "mutation($s: ID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted } }";
     for _ in 0..BACKLOG / BATCH {
         let traces: Vec<_> = (0..BATCH)
             .map(|i| {
@@ -53,7 +53,7 @@ pub async fn connect(server: &Server, n: usize) -> anyhow::Result<Vec<Stalled>> 
         let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await?;
         ws.send(Message::Text(json!({ "type": "connection_init", "payload": {} }).to_string().into())).await?;
         let subscribe = json!({ "type": "subscribe", "id": "1", "payload": {
-            "query": "subscription($s: UUID) { traces(sessionId: $s) { cursor node { id timestamp data { preview } } } }",
+            "query": "subscription($s: ID) { traces(sessionId: $s) { cursor node { id timestamp data { preview } } } }",
             "variables": { "s": session } } });
         ws.send(Message::Text(subscribe.to_string().into())).await?;
         stalled.push(ws);

@@ -195,9 +195,9 @@ impl Policies {
         .await?;
         if !compression_on {
             // Table and column names are ours (constants above), never a client's. TimescaleDB warns that `id`, part
-            // of the primary key, is neither a segment-by nor an order-by column: ids are random UUIDs, so ordering
-            // by them would only add per-batch min/max metadata that excludes nothing. The notice is silenced for
-            // this statement alone, on purpose.
+            // of the primary key, is neither a segment-by nor an order-by column: ids are opaque client text, so
+            // ordering by them would only add per-batch min/max metadata that excludes nothing. The notice is
+            // silenced for this statement alone, on purpose.
             conn.execute_unprepared(&format!(
                 "SET client_min_messages = error; \
                  ALTER TABLE {} SET (timescaledb.compress, timescaledb.compress_segmentby = '{}', \

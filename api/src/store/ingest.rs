@@ -224,16 +224,18 @@ async fn lock_workflow(tx: &mut Transaction<'_, Postgres>, workflow_id: &str) ->
     Ok(())
 }
 
-/// The first and last timestamp of the session's rows in `table` (`flow_traces` or `flow_trace_events`), read under
-/// the workflow lock: every id the session already holds has a row inside this span.
-async fn stored_span(
+/// The ids of `ids` this session already holds, whatever their timestamps. One statement, one probe of the
+/// primary key (session_id, id, timestamp) per chunk for the whole batch; the per-workflow lock taken before makes
+/// the answer hold until commit.
+async fn stored_ids(
     tx: &mut Transaction<'_, Postgres>,
     table: &str,
     session_id: &str,
-) -> StoreResult<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> {
-    // The table name is ours; each bound is one step on the (session_id, timestamp, seq) index per chunk.
-    let sql = format!("SELECT min(timestamp), max(timestamp) FROM {table} WHERE session_id = $1");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(session_id).fetch_one(&mut **tx).await?)
+    ids: &[String],
+) -> StoreResult<Vec<String>> {
+    // The table name is ours, never a client's.
+    let sql = format!("SELECT id FROM {table} WHERE session_id = $1 AND id = ANY($2::text[])");
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(session_id).bind(ids).fetch_all(&mut **tx).await?)
 }
 
 /// One small wake-up per transaction; listeners read the rows themselves.
@@ -311,7 +313,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let workflow_id = session_workflow(&mut tx, session_id).await?;
         lock_workflow(&mut tx, &workflow_id).await?;
-        let (first, last) = stored_span(&mut tx, "flow_traces", session_id).await?;
+        let stored = stored_ids(&mut tx, "flow_traces", session_id, &cols.id).await?;
         let (accepted, max_seq): (i64, Option<i64>) = sqlx::query_as(
             r#"
             WITH ins AS (
@@ -332,11 +334,8 @@ impl Store {
                     $26::text[], $27::text[], $28::text[], $29::int4[])
                     AS u(id, ts, duration, status, sn, snn, snt, sp, spn, spt, tn, tnn, tnt, tp, tpn, tpt,
                          payload, size, dtype, preview, emsg, ecode, estack, graph_id, graph_name, parent, depth)
-                -- An id is stored once per session, whatever its timestamp: one probe of flow_traces_pkey per item
-                -- (LATERAL … LIMIT 1, never a scan of the whole session), within the session's span.
-                LEFT JOIN LATERAL (SELECT true AS stored FROM flow_traces f
-                    WHERE f.session_id = $1 AND f.id = u.id AND f.timestamp BETWEEN $30 AND $31 LIMIT 1) s ON true
-                WHERE s.stored IS NULL
+                -- An id is stored once per session, whatever its timestamp ($30: the ones it already holds).
+                WHERE u.id <> ALL($30::text[])
                 ON CONFLICT DO NOTHING
                 RETURNING seq, status, data_size, duration, timestamp, source_node_id, target_node_id
             ),
@@ -409,8 +408,7 @@ impl Store {
         .bind(cols.graph_name)
         .bind(cols.parent)
         .bind(cols.depth)
-        .bind(first)
-        .bind(last)
+        .bind(stored)
         .fetch_one(&mut *tx)
         .await?;
         if let Some(seq) = max_seq {
@@ -455,7 +453,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let workflow_id = session_workflow(&mut tx, session_id).await?;
         lock_workflow(&mut tx, &workflow_id).await?;
-        let (first, last) = stored_span(&mut tx, "flow_trace_events", session_id).await?;
+        let stored = stored_ids(&mut tx, "flow_trace_events", session_id, &ids).await?;
         let (accepted, max_seq): (i64, Option<i64>) = sqlx::query_as(
             r#"
             WITH ins AS (
@@ -465,9 +463,7 @@ impl Store {
                     u.data::jsonb, u.duration, u.metadata::jsonb
                 FROM UNNEST($3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[],
                     $9::float8[], $10::text[]) AS u(id, ts, node, port, kind, data, duration, metadata)
-                LEFT JOIN LATERAL (SELECT true AS stored FROM flow_trace_events e
-                    WHERE e.session_id = $1 AND e.id = u.id AND e.timestamp BETWEEN $11 AND $12 LIMIT 1) s ON true
-                WHERE s.stored IS NULL
+                WHERE u.id <> ALL($11::text[])
                 ON CONFLICT DO NOTHING
                 RETURNING seq
             )
@@ -484,8 +480,7 @@ impl Store {
         .bind(data)
         .bind(duration)
         .bind(metadata)
-        .bind(first)
-        .bind(last)
+        .bind(stored)
         .fetch_one(&mut *tx)
         .await?;
         if let Some(seq) = max_seq {

@@ -20,17 +20,9 @@ const TABLES: [(&str, &str, &str); 3] = [
     ("flow_trace_events", "timestamp", "timestamp, seq"),
 ];
 
-/// The `flowtrace` binary of this build (`cargo test --workspace` builds it next to the test binary's folder).
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let path = exe.parent().and_then(Path::parent).expect("target folder").join("flowtrace");
-    assert!(path.exists(), "{} is missing: build it with `cargo build -p flowtrace`", path.display());
-    path
-}
-
 /// Runs `flowtrace export` against the test database; returns stdout, asserting success.
 fn run_export(app: &TestApp, args: &[&str], env: &[(&str, String)]) -> String {
-    let out = std::process::Command::new(binary())
+    let out = std::process::Command::new(crate::process::flowtrace_bin())
         .arg("export")
         .args(args)
         .env("DATABASE_URL", app.db.store.url())
@@ -485,7 +477,7 @@ async fn an_empty_window_writes_nothing_and_says_so() {
         (vec!["--from", "2001-02-01", "--to", "2001-01-01"], "--from must be before --to"),
         (vec!["--from", "yesterday"], "'yesterday' is neither YYYY-MM-DD nor an RFC 3339 time"),
     ] {
-        let out = std::process::Command::new(binary())
+        let out = std::process::Command::new(crate::process::flowtrace_bin())
             .args(["export", "--out", out.to_str().expect("path")])
             .args(&args)
             .env("DATABASE_URL", app.db.store.url())

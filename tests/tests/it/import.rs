@@ -245,7 +245,7 @@ async fn a_run_killed_midway_and_started_again_stores_every_row_once() {
     )
     .await;
     let target = test_db(Kind::Default).await;
-    let mut child = tokio::process::Command::new(flowtrace_binary())
+    let mut child = tokio::process::Command::new(crate::process::flowtrace_bin())
         .args(["import", "--from", source.store.url(), "--batch-rows", "40"])
         .env("DATABASE_URL", target.store.url())
         .env("RUST_LOG", "warn")

@@ -1,8 +1,6 @@
 //! Sources for the `flowtrace import` tests: one history written in each layout (the replaced service's two, and
 //! flowtrace's own through the ingest path), the GraphQL answers compared across them, and the real binary.
 
-use std::path::PathBuf;
-
 use chrono::{DateTime, Duration, Utc};
 use flowtrace::config::ImportArgs;
 use flowtrace::domain::{EventType, SessionStatus, TraceStatus};
@@ -359,25 +357,9 @@ pub fn args(from: &str) -> ImportArgs {
     }
 }
 
-/// The `flowtrace` binary of this build, in the folder above the test binary's `deps`. Cargo builds a package's
-/// binaries only for that package's own tests, so it is brought up to date here (once per test run).
-pub fn flowtrace_binary() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "flowtrace", "--bin", "flowtrace"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p flowtrace failed");
-    });
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target folder");
-    dir.join("flowtrace")
-}
-
 /// Runs `flowtrace import` as a process into `target`; returns its exit code and stdout.
 pub async fn run_binary(target: &Store, from: &str, extra: &[&str]) -> (i32, String) {
-    let out = tokio::process::Command::new(flowtrace_binary())
+    let out = tokio::process::Command::new(crate::process::flowtrace_bin())
         .arg("import")
         .args(["--from", from])
         .args(extra)

@@ -10,7 +10,7 @@ use crate::fixtures::{START, session};
 use crate::harness::{Kind, TestApp};
 
 async fn session_exists(app: &TestApp, id: Uuid) -> bool {
-    let data = app.ok("query($id: UUID!) { session(id: $id) { id } }", json!({ "id": id })).await;
+    let data = app.ok("query($id: ID!) { session(id: $id) { id } }", json!({ "id": id })).await;
     !data["session"].is_null()
 }
 
@@ -145,7 +145,7 @@ async fn every_string_argument_has_a_length_limit_named_in_the_refusal() {
             "sessions(filter).search",
         ),
         (
-            "query($s: UUID!, $n: String) { traces(sessionId: $s, nodeId: $n) { edges { cursor } } }",
+            "query($s: ID!, $n: String) { traces(sessionId: $s, nodeId: $n) { edges { cursor } } }",
             json!({ "s": s, "n": long }),
             "traces(nodeId)",
         ),
@@ -155,7 +155,7 @@ async fn every_string_argument_has_a_length_limit_named_in_the_refusal() {
             "traces(workflowId)",
         ),
         (
-            "query($s: UUID!, $a: String) { traces(sessionId: $s, after: $a) { edges { cursor } } }",
+            "query($s: ID!, $a: String) { traces(sessionId: $s, after: $a) { edges { cursor } } }",
             json!({ "s": s, "a": long }),
             "traces(after)",
         ),

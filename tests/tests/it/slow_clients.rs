@@ -14,7 +14,7 @@ use crate::ws_client::{TRANSPORT_WS, WsClient};
 
 /// Small messages: many pages of them fit in the buffers before a socket stalls, so a stalled subscriber is as likely
 /// to stop between reads as inside one.
-const STALLED_SUB: &str = "subscription($s: UUID, $after: String) { traces(sessionId: $s, after: $after) { cursor } }";
+const STALLED_SUB: &str = "subscription($s: ID, $after: String) { traces(sessionId: $s, after: $after) { cursor } }";
 
 fn stored_trace(i: i64) -> Value {
     trace(i % 3600, "SUCCESS", "source-node", "target-node")
@@ -28,7 +28,7 @@ async fn big_session(app: &TestApp, n: i64) -> (Uuid, String) {
         record(app, s, (from..(from + 10_000).min(n)).map(stored_trace).collect()).await;
     }
     let page = app
-        .ok("query($s: UUID!) { traces(sessionId: $s, first: 1) { pageInfo { endCursor } } }", json!({ "s": s }))
+        .ok("query($s: ID!) { traces(sessionId: $s, first: 1) { pageInfo { endCursor } } }", json!({ "s": s }))
         .await;
     (s, page["traces"]["pageInfo"]["endCursor"].as_str().expect("cursor").to_owned())
 }
@@ -85,7 +85,7 @@ async fn subscribers_that_stop_reading_do_not_halt_delivery_to_others() {
     assert_eq!(ids, vec![&live[0]["id"], &live[1]["id"]], "then the live ones");
 
     // Queries are answered meanwhile, and no stalled subscription keeps a connection inside a transaction.
-    let count = app.ok("query($s: UUID!) { session(id: $s) { summary { totalTraces } } }", json!({ "s": big })).await;
+    let count = app.ok("query($s: ID!) { session(id: $s) { summary { totalTraces } } }", json!({ "s": big })).await;
     assert_eq!(count["session"]["summary"]["totalTraces"], 50_000);
     for _ in 0..3 {
         assert_eq!(idle_in_transaction(&app).await, 0, "no connection idle in transaction");
