@@ -475,7 +475,7 @@ async fn an_empty_window_writes_nothing_and_says_so() {
         (vec!["--older-than", "soon"], "--older-than 'soon' is not a positive PostgreSQL interval"),
         (vec!["--older-than=-3 days"], "--older-than '-3 days' is not a positive PostgreSQL interval"),
         (vec!["--from", "2001-02-01", "--to", "2001-01-01"], "--from must be before --to"),
-        (vec!["--from", "yesterday"], "'yesterday' is neither YYYY-MM-DD nor an RFC 3339 time"),
+        (vec!["--from", "yesterday"], "\"yesterday\" is neither an RFC 3339 time nor a YYYY-MM-DD date"),
     ] {
         let out = std::process::Command::new(crate::process::flowtrace_bin())
             .args(["export", "--out", out.to_str().expect("path")])
