@@ -31,21 +31,27 @@ impl TraceEvent {
     async fn session_id(&self) -> ID {
         ID(self.0.session_id.clone())
     }
+    /// The workflow of the event's session.
     async fn workflow_id(&self) -> &str {
         &self.0.workflow_id
     }
+    /// The node that reported it.
     async fn node_id(&self) -> &str {
         &self.0.node_id
     }
+    /// The port it concerns, if any.
     async fn port_id(&self) -> Option<&str> {
         self.0.port_id.as_deref()
     }
+    /// When it happened.
     async fn timestamp(&self) -> DateTime<Utc> {
         self.0.timestamp
     }
+    /// What kind of event it is.
     async fn event_type(&self) -> EventType {
         EventType::parse(&self.0.event_type).unwrap_or(EventType::Log)
     }
+    /// Free JSON the node reported.
     async fn data(&self) -> Option<Json<serde_json::Value>> {
         self.0.data.clone().map(Json)
     }
@@ -53,6 +59,7 @@ impl TraceEvent {
     async fn duration(&self) -> Option<f64> {
         self.0.duration
     }
+    /// Free JSON about the event.
     async fn metadata(&self) -> Option<Json<serde_json::Value>> {
         self.0.metadata.clone().map(Json)
     }
@@ -68,13 +75,19 @@ pub struct EventInput {
     /// counted as a duplicate and changes nothing). 1 to 128 characters, none a control character (U+0000–U+001F,
     /// U+007F–U+009F). Generated (UUIDv7, sorting by time) when absent.
     pub id: Option<ID>,
+    /// The node that reported it.
     pub node_id: String,
+    /// The port it concerns, if any.
     pub port_id: Option<String>,
+    /// What kind of event it is.
     pub event_type: EventType,
+    /// When it happened (2000–2100).
     pub timestamp: DateTime<Utc>,
+    /// Free JSON the node reported.
     pub data: Option<Json<serde_json::Value>>,
     /// Milliseconds, >= 0.
     pub duration: Option<f64>,
+    /// Free JSON about the event.
     pub metadata: Option<Json<serde_json::Value>>,
 }
 

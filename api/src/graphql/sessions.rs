@@ -25,9 +25,13 @@ pub struct Session(pub session::Model);
 #[derive(SimpleObject, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionSummary {
+    /// Traces stored for the session.
     pub total_traces: i64,
+    /// Traces with status SUCCESS.
     pub success_count: i64,
+    /// Traces with status ERROR.
     pub error_count: i64,
+    /// Traces with status WARNING.
     pub warning_count: i64,
     /// Bytes of trace data (client-given sizes, else payload JSON length).
     pub total_data_size: i64,
@@ -54,36 +58,47 @@ impl Session {
     async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
+    /// The workflow this session ran.
     async fn workflow_id(&self) -> &str {
         &self.0.workflow_id
     }
+    /// The version of the workflow that ran, when the engine reported one.
     async fn workflow_version_id(&self) -> Option<&str> {
         self.0.workflow_version_id.as_deref()
     }
+    /// The workflow's name as the engine reported it at start.
     async fn workflow_name(&self) -> &str {
         &self.0.workflow_name
     }
+    /// Who started the session: the client's `userId`, else the token's `sub`.
     async fn user_id(&self) -> Option<&str> {
         self.0.user_id.as_deref()
     }
+    /// When the session started.
     async fn start_time(&self) -> DateTime<Utc> {
         self.0.start_time
     }
+    /// When the session ended; null while it runs.
     async fn end_time(&self) -> Option<DateTime<Utc>> {
         self.0.end_time
     }
+    /// Its lifecycle status now.
     async fn status(&self) -> SessionStatus {
         SessionStatus::parse(&self.0.status).unwrap_or(SessionStatus::Running)
     }
+    /// Trace counts and totals, kept current by ingestion (never taken from the client).
     async fn summary(&self) -> SessionSummary {
         SessionSummary::of(&self.0)
     }
+    /// Free JSON the client attached at start.
     async fn metadata(&self) -> Option<Json<serde_json::Value>> {
         self.0.metadata.clone().map(Json)
     }
+    /// When flowtrace stored the session.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When flowtrace last changed the session (a batch of traces, its completion).
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -123,12 +138,17 @@ pub struct StartSessionInput {
     /// control character (U+0000–U+001F, U+007F–U+009F); returned exactly as sent. Generated (UUIDv7, sorting by
     /// time) when absent.
     pub id: Option<ID>,
+    /// The workflow being run.
     pub workflow_id: String,
+    /// The workflow's display name.
     pub workflow_name: String,
+    /// The version of the workflow being run.
     pub workflow_version_id: Option<String>,
+    /// Who runs it; defaults to the token's `sub`.
     pub user_id: Option<String>,
     /// Defaults to the server's current time.
     pub start_time: Option<DateTime<Utc>>,
+    /// Free JSON to keep with the session.
     pub metadata: Option<Json<serde_json::Value>>,
 }
 

@@ -232,9 +232,11 @@ impl TraceType {
     async fn session_id(&self) -> ID {
         ID(self.0.session_id.clone())
     }
+    /// The workflow of the trace's session (denormalised).
     async fn workflow_id(&self) -> &str {
         &self.0.workflow_id
     }
+    /// When the data passed.
     async fn timestamp(&self) -> DateTime<Utc> {
         self.0.timestamp
     }
@@ -242,15 +244,19 @@ impl TraceType {
     async fn duration(&self) -> Option<f64> {
         self.0.duration
     }
+    /// Outcome of the transfer.
     async fn status(&self) -> TraceStatus {
         status(&self.0)
     }
+    /// The node and output port the data left.
     async fn source(&self) -> NodeRefOut {
         Port::source(&self.0).into()
     }
+    /// The node and input port the data reached.
     async fn target(&self) -> NodeRefOut {
         Port::target(&self.0).into()
     }
+    /// What was passed.
     async fn data(&self) -> TraceData {
         let m = &self.0;
         TraceData {
@@ -264,9 +270,11 @@ impl TraceType {
     async fn error(&self) -> Option<TraceError> {
         TraceError::of(&self.0)
     }
+    /// The (sub)graph the connection belongs to (`main` unless the client said otherwise).
     async fn graph_id(&self) -> &str {
         &self.0.graph_id
     }
+    /// Display name of the (sub)graph.
     async fn graph_name(&self) -> Option<&str> {
         self.0.graph_name.as_deref()
     }
@@ -274,6 +282,7 @@ impl TraceType {
     async fn parent_trace_id(&self) -> Option<ID> {
         self.0.parent_trace_id.clone().map(ID)
     }
+    /// Nesting depth of the subgraph (0 for the main graph).
     async fn depth(&self) -> i32 {
         self.0.depth
     }
@@ -285,11 +294,17 @@ impl TraceType {
 
 #[derive(InputObject)]
 pub struct NodeRefInput {
+    /// The node's id in the workflow graph.
     pub node_id: String,
+    /// The node's display name.
     pub node_name: Option<String>,
+    /// The node's type (its kind in the engine).
     pub node_type: Option<String>,
+    /// The port's id on the node.
     pub port_id: Option<String>,
+    /// The port's display name.
     pub port_name: Option<String>,
+    /// The port's direction or type as the engine names it (e.g. `input`, `output`).
     pub port_type: Option<String>,
 }
 
@@ -329,16 +344,23 @@ pub struct TraceInput {
     /// counted as a duplicate and changes nothing). 1 to 128 characters, none a control character (U+0000–U+001F,
     /// U+007F–U+009F). Generated (UUIDv7, sorting by time) when absent.
     pub id: Option<ID>,
+    /// When the data passed (2000–2100).
     pub timestamp: DateTime<Utc>,
     /// Milliseconds, >= 0.
     pub duration: Option<f64>,
+    /// Outcome of the transfer.
     pub status: TraceStatus,
+    /// The node and output port the data left.
     pub source: NodeRefInput,
+    /// The node and input port the data reached.
     pub target: NodeRefInput,
+    /// What was passed.
     pub data: Option<TraceDataInput>,
+    /// The error, when the transfer failed or warned.
     pub error: Option<TraceErrorInput>,
     /// Defaults to `main`.
     pub graph_id: Option<String>,
+    /// Display name of the (sub)graph.
     pub graph_name: Option<String>,
     /// The id of the trace this one came from (any id by the same rule as `id`; not checked to exist).
     pub parent_trace_id: Option<ID>,
