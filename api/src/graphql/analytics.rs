@@ -16,19 +16,29 @@ pub enum Granularity {
 /// Sessions of one workflow that started in one bucket.
 #[derive(SimpleObject)]
 pub struct SessionStatsBucket {
+    /// Start of the hour or day.
     pub bucket: DateTime<Utc>,
+    /// The workflow.
     pub workflow_id: String,
+    /// Sessions started in the bucket.
     pub sessions: i64,
+    /// Of those, ended COMPLETED.
     pub completed: i64,
+    /// Of those, ended FAILED.
     pub failed: i64,
+    /// Of those, ended CANCELLED.
     pub cancelled: i64,
     /// Still running (at the time the bucket was last aggregated).
     pub running: i64,
     /// Milliseconds, over sessions that ended.
     pub avg_duration: Option<f64>,
+    /// Milliseconds, shortest session that ended.
     pub min_duration: Option<f64>,
+    /// Milliseconds, longest session that ended.
     pub max_duration: Option<f64>,
+    /// Traces of the sessions started in the bucket.
     pub total_traces: i64,
+    /// Of those traces, status ERROR.
     pub error_count: i64,
 }
 
@@ -54,13 +64,19 @@ impl From<SessionStatsRow> for SessionStatsBucket {
 /// Traces received by one node (the trace target) of one workflow in one hour.
 #[derive(SimpleObject)]
 pub struct NodePerformanceBucket {
+    /// Start of the hour.
     pub bucket: DateTime<Utc>,
+    /// The workflow.
     pub workflow_id: String,
+    /// The node that received the traces (their target).
     pub node_id: String,
+    /// Traces received.
     pub trace_count: i64,
+    /// Of those, status ERROR.
     pub error_count: i64,
     /// Milliseconds.
     pub avg_duration: Option<f64>,
+    /// Milliseconds, the longest.
     pub max_duration: Option<f64>,
     /// Bytes.
     pub total_data_size: i64,

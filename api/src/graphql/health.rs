@@ -10,12 +10,17 @@ use super::store;
 /// Database connectivity and what TimescaleDB provides, read from the catalog.
 #[derive(SimpleObject)]
 pub struct Health {
+    /// Whether the database answered.
     pub connected: bool,
     /// TimescaleDB version; null in plain mode.
     pub version: Option<String>,
+    /// PostgreSQL server version; null while unreachable.
     pub postgres_version: Option<String>,
+    /// Names of the hypertables (TimescaleDB).
     pub hypertables: Vec<String>,
+    /// Whether any hypertable has compression enabled.
     pub compression_enabled: bool,
+    /// Names of the continuous aggregates (TimescaleDB).
     pub continuous_aggregates: Vec<String>,
     /// TIMESCALEDB or PLAIN (UNKNOWN while the database is unreachable).
     pub mode: String,

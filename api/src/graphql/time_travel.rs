@@ -94,11 +94,15 @@ impl WorkflowState {
 /// One bucket of a session's execution timeline.
 #[derive(SimpleObject)]
 pub struct TimelineBucket {
+    /// Start of the bucket.
     pub bucket: DateTime<Utc>,
+    /// Traces in the bucket.
     pub trace_count: i64,
+    /// Of those, status ERROR.
     pub error_count: i64,
     /// Milliseconds; null for empty buckets.
     pub avg_duration: Option<f64>,
+    /// Milliseconds, the longest; null for empty buckets.
     pub max_duration: Option<f64>,
     /// Bytes.
     pub data_size: i64,
