@@ -214,7 +214,7 @@ pub async fn spawn_on(
     let (stop, stopped) = watch::channel(false);
     let live = Live::start(store.url().to_owned(), stopped.clone());
     if let Some(webhooks) = webhooks {
-        webhooks.start(store.clone(), &live, stopped.clone()).await.context("starting webhook delivery")?;
+        webhooks.start(store.clone(), live.clone(), stopped.clone()).await.context("starting webhook delivery")?;
     }
     let options = SchemaOptions { introspection: !args.no_introspection };
     let gate = graphql::build(store.clone(), live, args.limits.clone(), options);

@@ -1,38 +1,25 @@
 //! Subscriptions: traces and events as they are committed (resumable by cursor), session lifecycle updates, and
-//! replay of stored traces at their original pace.
-
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
+//! replay of stored traces at their original pace. How each stream catches up and stays live is `crate::live`'s;
+//! here are the arguments, the start-up checks and the mapping to GraphQL types.
 
 use async_graphql::connection::{Edge, EmptyFields};
 use async_graphql::{Context, ID, Subscription as SubscriptionObject};
 use chrono::{DateTime, Utc};
-use futures::Stream;
-use tokio::sync::broadcast::error::RecvError;
+use futures::{Stream, StreamExt};
 
 use super::events::TraceEvent;
 use super::sessions::Session;
 use super::traces::{Trace, trace_cursor};
 use super::{id_arg, store};
 use crate::domain::EventType;
-use crate::error::{Gql, bad_input};
-use crate::live::{Live, SAFETY_POLL, Signal, Topic, Wakeup, detach, wait_for};
-use crate::store::cursor::{CursorKey, Page, SeqKey, TraceKey};
+use crate::error::{Gql, NOT_FOUND, bad_input, coded, store_error};
+use crate::live::Live;
+use crate::store::cursor::{CursorKey, TraceKey};
 use crate::store::live::Follow;
 use crate::store::traces::TraceFilter;
 use crate::store::{Store, StoreError};
 
-/// Rows read per round trip while catching up; also the most a subscription holds in memory.
-const PAGE: i64 = 500;
-
 pub type TraceEdge = Edge<String, Trace, EmptyFields>;
-
-/// A subscription's reads fail while the database is down: wait and try again instead of ending the stream.
-async fn retry_pause(err: &StoreError) {
-    tracing::debug!(%err, "live read failed; retrying");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-}
 
 fn live<'a>(ctx: &Context<'a>) -> &'a Live {
     ctx.data_unchecked::<Live>()
@@ -40,12 +27,6 @@ fn live<'a>(ctx: &Context<'a>) -> &'a Live {
 
 #[derive(Default)]
 pub struct Subscription;
-
-/// What woke a `sessionUpdates` subscriber.
-enum Next {
-    Notified(Wakeup),
-    CatchUp,
-}
 
 #[SubscriptionObject(name = "Subscription")]
 impl Subscription {
@@ -70,62 +51,16 @@ impl Subscription {
         if let Follow::Session(id) = &follow {
             session_must_exist(&store, id).await?;
         }
-        let mut cursor = match (&after, &follow) {
+        let after = match (&after, &follow) {
             (Some(c), _) => TraceKey::decode(c).gql()?.0.seq,
-            (None, Follow::Session(_)) => 0,
             (None, Follow::Workflow(w)) => {
                 let (store, w) = (store.clone(), w.clone());
                 detached_read(async move { store.latest_trace_seq(&w).await }).await.gql()?
             }
+            (None, _) => 0,
         };
-        // Subscribe before the first read, so nothing committed in between goes unnoticed.
-        let mut signals = live(ctx).subscribe(match &follow {
-            Follow::Session(id) => Topic::Session(id.clone()),
-            Follow::Workflow(id) => Topic::Workflow(id.clone()),
-        });
-        let guard = SubscriberGauge::new("traces");
-        Ok(detach(async_stream::stream! {
-            let _guard = guard;
-            // The seq of the commit that woke us. A shared read that began before that commit may lack its rows:
-            // then one read of our own (`fresh`) settles it.
-            let (mut woken_for, mut fresh) = (0, false);
-            loop {
-                let read = if fresh {
-                    store.traces_after(&follow, cursor, PAGE).await.map(Arc::<[_]>::from)
-                } else {
-                    store.traces_after_shared(&follow, cursor, PAGE).await
-                };
-                match read {
-                    Ok(rows) => {
-                        for row in rows.iter() {
-                            cursor = row.seq;
-                            yield Edge::new(trace_cursor(row), Trace(row.clone()));
-                        }
-                        if rows.len() as i64 == PAGE {
-                            metrics::counter!("flowtrace_live_catchup_pages_total").increment(1);
-                            fresh = false;
-                            continue;
-                        }
-                        if cursor < woken_for && !fresh {
-                            fresh = true;
-                            continue;
-                        }
-                    }
-                    Err(err) => retry_pause(&err).await,
-                }
-                fresh = false;
-                let relevant = |w: &crate::live::Wakeup| {
-                    w.kind == "trace" && w.seq > cursor && match &follow {
-                        Follow::Session(id) => w.session_id == *id,
-                        Follow::Workflow(id) => w.workflow_id == *id,
-                    }
-                };
-                match wait_for(&mut signals, relevant).await {
-                    Some(seq) => woken_for = seq,
-                    None => break,
-                }
-            }
-        }))
+        let traces = live(ctx).traces(store, follow, after);
+        Ok(counted("traces", traces.map(|row| Edge::new(trace_cursor(&row), Trace(row)))))
     }
 
     /// Events of a session as they are committed: every stored one first, then live ones, optionally only of the
@@ -139,31 +74,8 @@ impl Subscription {
         let session_id = id_arg("sessionId", session_id)?;
         let store = store(ctx).clone();
         session_must_exist(&store, &session_id).await?;
-        let types = event_types.unwrap_or_default();
-        let mut signals = live(ctx).subscribe(Topic::Session(session_id.clone()));
-        let guard = SubscriberGauge::new("events");
-        let mut cursor = 0;
-        Ok(detach(async_stream::stream! {
-            let _guard = guard;
-            loop {
-                match store.events_after(&session_id, &types, cursor, PAGE).await {
-                    Ok(rows) => {
-                        let full = rows.len() as i64 == PAGE;
-                        for row in rows {
-                            cursor = row.seq;
-                            yield TraceEvent(row);
-                        }
-                        if full {
-                            continue;
-                        }
-                    }
-                    Err(err) => retry_pause(&err).await,
-                }
-                if wait_for(&mut signals, |w| w.kind == "event" && w.session_id == session_id && w.seq > cursor).await.is_none() {
-                    break;
-                }
-            }
-        }))
+        let events = live(ctx).events(store, session_id, event_types.unwrap_or_default(), 0);
+        Ok(counted("events", events.map(TraceEvent)))
     }
 
     /// Sessions of a workflow (or all) as they start and end (completed, failed, cancelled), each change once. A
@@ -175,80 +87,14 @@ impl Subscription {
     ) -> async_graphql::Result<impl Stream<Item = Session> + use<>> {
         let store = store(ctx).clone();
         // The mark before the subscription: a change committed in between is read by the first catch-up.
-        let mut mark = {
+        let mark = {
             let store = store.clone();
             detached_read(async move { store.change_mark().await }).await.gql()?
         };
-        let mut signals = live(ctx).subscribe(workflow_id.clone().map_or(Topic::All, Topic::Workflow));
-        let guard = SubscriberGauge::new("sessionUpdates");
-        Ok(detach(async_stream::stream! {
-            let _guard = guard;
-            // Changes delivered since the last catch-up (notified, or read by it), so none goes out twice. A catch-up
-            // every SAFETY_POLL also catches what a notification alone would miss, and keeps this set small.
-            let mut delivered: HashSet<i64> = HashSet::new();
-            let mut poll = tokio::time::interval(SAFETY_POLL);
-            poll.tick().await;
-            loop {
-                let next = tokio::select! {
-                    signal = signals.recv() => match signal {
-                        Ok(Signal::Wakeup(w)) => Next::Notified(w),
-                        Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => Next::CatchUp,
-                        Err(RecvError::Closed) => break,
-                    },
-                    _ = poll.tick() => Next::CatchUp,
-                };
-                match next {
-                    Next::Notified(w) => {
-                        let ours = w.kind == "session" && workflow_id.as_ref().is_none_or(|id| *id == w.workflow_id);
-                        if !ours || delivered.contains(&w.seq) {
-                            continue;
-                        }
-                        // A failed read is not marked delivered: the next catch-up reads the change again.
-                        if let Ok(found) = store.session(&w.session_id).await {
-                            delivered.insert(w.seq);
-                            if let Some(session) = found {
-                                yield Session(session);
-                            }
-                        }
-                    }
-                    Next::CatchUp => {
-                        let (changes, next_mark) = match store.session_changes_since(&mark, workflow_id.as_deref()).await {
-                            Ok(read) => read,
-                            Err(err) => {
-                                retry_pause(&err).await;
-                                continue;
-                            }
-                        };
-                        let mut complete = true;
-                        for change in &changes {
-                            if delivered.contains(&change.seq) {
-                                continue;
-                            }
-                            match store.session(&change.session_id).await {
-                                Ok(found) => {
-                                    delivered.insert(change.seq);
-                                    if let Some(session) = found {
-                                        yield Session(session);
-                                    }
-                                }
-                                Err(err) => {
-                                    // Keep the old mark: the next catch-up reads the rest again.
-                                    retry_pause(&err).await;
-                                    complete = false;
-                                    break;
-                                }
-                            }
-                        }
-                        if complete {
-                            // Everything the new mark saw is delivered; later catch-ups never return it again, and
-                            // only notifications still queued for it need the set.
-                            mark = next_mark;
-                            delivered = changes.iter().map(|c| c.seq).collect();
-                        }
-                    }
-                }
-            }
-        }))
+        let follow = workflow_id.map_or(Follow::All, Follow::Workflow);
+        let changes = live(ctx).session_changes(store, follow, mark);
+        let sessions = changes.flat_map(|batch| futures::stream::iter(batch.updates)).map(|u| Session(u.session));
+        Ok(counted("sessionUpdates", sessions))
     }
 
     /// Plays a session's stored traces in `[from, to]` back with their original spacing divided by `speed`
@@ -270,31 +116,7 @@ impl Subscription {
         session_must_exist(&store, &session_id).await?;
         let filter = TraceFilter { session_id: Some(session_id), from, to, ..Default::default() };
         filter.validate().gql()?;
-        Ok(detach(async_stream::stream! {
-            let mut page = Page::<TraceKey> { after: None, before: None, limit: PAGE as u64, from_end: false };
-            let mut previous: Option<DateTime<Utc>> = None;
-            loop {
-                let rows = match store.traces(&filter, &page).await {
-                    Ok(rows) => rows,
-                    Err(err) => {
-                        yield Err(crate::error::store_error(err));
-                        break;
-                    }
-                };
-                for row in rows.rows {
-                    if let Some(prev) = previous {
-                        let gap = (row.timestamp - prev).to_std().unwrap_or_default();
-                        tokio::time::sleep(gap.div_f64(speed)).await;
-                    }
-                    previous = Some(row.timestamp);
-                    page.after = Some(TraceKey(SeqKey { at: row.timestamp, seq: row.seq }));
-                    yield Ok(Trace(row));
-                }
-                if !rows.has_next {
-                    break;
-                }
-            }
-        }))
+        Ok(crate::live::replay(store, filter, speed).map(|row| row.map(Trace).map_err(store_error)))
     }
 }
 
@@ -304,8 +126,8 @@ async fn session_must_exist(store: &Store, id: &str) -> async_graphql::Result<()
     let (store, owned) = (store.clone(), id.to_owned());
     match detached_read(async move { store.session(&owned).await }).await {
         Ok(Some(_)) | Err(StoreError::Unavailable(_)) => Ok(()),
-        Ok(None) => Err(crate::error::coded("NOT_FOUND", format!("session {id} does not exist"))),
-        Err(err) => Err(crate::error::store_error(err)),
+        Ok(None) => Err(coded(NOT_FOUND, format!("session {id} does not exist"))),
+        Err(err) => Err(store_error(err)),
     }
 }
 
@@ -319,6 +141,14 @@ async fn detached_read<T: Send + 'static>(
 }
 
 /// Counts open subscriptions by kind in `/metrics` for as long as the stream lives.
+fn counted<S: Stream>(kind: &'static str, stream: S) -> impl Stream<Item = S::Item> {
+    let open = SubscriberGauge::new(kind);
+    stream.map(move |item| {
+        let _open = &open;
+        item
+    })
+}
+
 struct SubscriberGauge(&'static str);
 
 impl SubscriberGauge {

@@ -2,16 +2,15 @@
 
 use async_graphql::connection::Connection;
 use async_graphql::connection::EmptyFields;
-use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
+use async_graphql::{Context, ID, InputObject, Json, Object};
 use chrono::{DateTime, Utc};
 use entity::session;
-use serde::Serialize;
 
 use super::events::{EventConnection, events_page};
 use super::pagination::{PageArgs, connection};
 use super::traces::{TraceConnection, traces_page};
 use super::{id_arg, limits, store};
-use crate::domain::SessionStatus;
+use crate::domain::{SessionStatus, SessionSummary};
 use crate::error::Gql;
 use crate::store::cursor::{CursorKey, SessionKey};
 use crate::store::events::EventFilter;
@@ -20,37 +19,6 @@ use crate::store::traces::TraceFilter;
 
 /// One execution of a workflow.
 pub struct Session(pub session::Model);
-
-/// Figures kept current by ingestion.
-#[derive(SimpleObject, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SessionSummary {
-    /// Traces stored for the session.
-    pub total_traces: i64,
-    /// Traces with status SUCCESS.
-    pub success_count: i64,
-    /// Traces with status ERROR.
-    pub error_count: i64,
-    /// Traces with status WARNING.
-    pub warning_count: i64,
-    /// Bytes of trace data (client-given sizes, else payload JSON length).
-    pub total_data_size: i64,
-    /// Mean trace duration in milliseconds over traces that reported one; null before any did.
-    pub average_duration: Option<f64>,
-}
-
-impl SessionSummary {
-    pub fn of(m: &session::Model) -> SessionSummary {
-        SessionSummary {
-            total_traces: m.total_traces,
-            success_count: m.success_count,
-            error_count: m.error_count,
-            warning_count: m.warning_count,
-            total_data_size: m.total_data_size,
-            average_duration: (m.timed_traces > 0).then(|| m.total_duration / m.timed_traces as f64),
-        }
-    }
-}
 
 #[Object]
 impl Session {

@@ -5,8 +5,8 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 
-use super::{Live, Signal, Wakeup};
-use crate::store::ingest::CHANNEL;
+use super::{Live, Signal};
+use crate::store::notify::{CHANNEL, Wakeup};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -49,7 +49,7 @@ async fn listen(url: &str, live: &Live, backoff: &mut Duration) -> sqlx::Error {
         match listener.try_recv().await {
             Ok(Some(notification)) => {
                 metrics::counter!("flowtrace_live_notifications_total").increment(1);
-                match serde_json::from_str::<Wakeup>(notification.payload()) {
+                match Wakeup::decode(notification.payload()) {
                     Ok(wakeup) => live.dispatch(Signal::Wakeup(wakeup)),
                     Err(err) => tracing::warn!(%err, payload = notification.payload(), "unreadable notification"),
                 }

@@ -1,63 +1,67 @@
-//! Live delivery (DESIGN §5). One dedicated LISTEN connection per process turns `pg_notify` wake-ups into in-process
-//! signals; every subscription then reads its new rows from the table by cursor. A notification is never the data,
-//! so nothing is lost when one is missed: a lagging subscriber, or all of them after the listener reconnects, simply
-//! reads again from its cursor.
+//! Live delivery (DESIGN §5): traces, events and session changes as they are committed, to GraphQL subscriptions and
+//! webhooks alike.
+//!
+//! - `listener`: one LISTEN connection per process turns `store::notify` wake-ups into in-process signals.
+//! - `Live` (here): fans the signals out to the subscribers of the session or workflow they concern.
+//! - `catch_up`: the one loop every stream runs: read by cursor until caught up, then wait for a wake-up.
+//! - `traces`, `events`, `session_changes`: what each stream reads and how its cursor moves.
+//! - `replay`: stored traces played back at their recorded pace.
+//!
+//! A notification is never the data, so nothing is lost when one is missed: a lagging subscriber, or all of them
+//! after the listener reconnects, simply reads again from its cursor.
 
+mod catch_up;
+// The WebSocket transport; it moves to the HTTP edge.
+mod events;
 mod listener;
+mod replay;
+mod session_changes;
+mod traces;
 pub mod ws;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use entity::{event, trace};
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+
+pub use replay::replay;
+pub use session_changes::{ChangeBatch, SessionUpdate};
+
+use crate::domain::EventType;
+use crate::store::Store;
+use crate::store::live::Follow;
+use crate::store::notify::Wakeup;
 
 /// How many signals a subscriber may fall behind before it is told it lagged (and re-reads by cursor).
 const SIGNAL_BUFFER: usize = 1024;
 
-/// Items a subscription reads ahead of its socket: the bounded buffer between its reader and the socket writer.
-pub const SUBSCRIBER_BUFFER: usize = 256;
+/// Items a stream reads ahead of its consumer: the bounded buffer between its reader and, say, a socket writer.
+const SUBSCRIBER_BUFFER: usize = 256;
 
-/// Subscribers re-read at least this often, as a safety net under the notifications.
+/// Streams re-read at least this often, as a safety net under the notifications.
 pub const SAFETY_POLL: Duration = Duration::from_secs(10);
 
-/// What a transaction committed, as sent by `store::ingest::notify`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Wakeup {
-    #[serde(rename = "k")]
-    pub kind: String,
-    #[serde(rename = "s")]
-    pub session_id: String,
-    #[serde(rename = "w")]
-    pub workflow_id: String,
-    #[serde(rename = "q")]
-    pub seq: i64,
-}
+/// Rows read per round trip while catching up; also the most a stream holds in memory.
+const PAGE: i64 = 500;
 
 #[derive(Clone, Debug)]
-pub enum Signal {
+enum Signal {
     Wakeup(Wakeup),
     /// Notifications may have been missed (listener reconnected): everyone re-reads by cursor.
     Resync,
 }
 
-/// What a subscriber listens to. Wake-ups go only to the topics they concern, so a commit wakes the subscribers of its
-/// session and workflow, not every subscriber of the process.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Topic {
-    Session(String),
-    Workflow(String),
-    /// Every wake-up (sessionUpdates without a workflow).
-    All,
-}
-
-/// The in-process fan-out of wake-ups: one bounded broadcast channel per topic that has subscribers.
+/// The in-process fan-out of wake-ups, one bounded broadcast channel per followed session or workflow (or all), so a
+/// commit wakes the subscribers of its session and workflow, not every subscriber of the process; and the trace
+/// reads in flight, which subscribers woken by the same commit share.
 #[derive(Clone, Default)]
 pub struct Live {
-    topics: Arc<Mutex<HashMap<Topic, broadcast::Sender<Signal>>>>,
+    topics: Arc<Mutex<HashMap<Follow, broadcast::Sender<Signal>>>>,
+    shared_reads: traces::SharedReads,
 }
 
 impl Live {
@@ -68,20 +72,47 @@ impl Live {
         live
     }
 
-    pub fn subscribe(&self, topic: Topic) -> broadcast::Receiver<Signal> {
-        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-        topics.entry(topic).or_insert_with(|| broadcast::channel(SIGNAL_BUFFER).0).subscribe()
+    /// Traces of a session or workflow with `seq` above `after`: the stored ones, then each as it commits.
+    pub fn traces(&self, store: Store, follow: Follow, after: i64) -> ReceiverStream<trace::Model> {
+        let signals = self.subscribe(follow.clone());
+        let source = traces::Traces::new(store, self.shared_reads.clone(), follow, after);
+        detach(catch_up::run(source, signals))
     }
 
-    /// Passes a signal to the topics it concerns (a resync to all), and forgets topics nobody listens to any more.
+    /// Events of a session with `seq` above `after` (of the given types; all when empty), stored then live.
+    pub fn events(
+        &self,
+        store: Store,
+        session_id: String,
+        types: Vec<EventType>,
+        after: i64,
+    ) -> ReceiverStream<event::Model> {
+        let signals = self.subscribe(Follow::Session(session_id.clone()));
+        detach(catch_up::run(events::Events { store, session_id, types, cursor: after }, signals))
+    }
+
+    /// Session starts and ends committed after `mark` (`Store::change_mark`), batch by batch with the mark each
+    /// batch reaches.
+    pub fn session_changes(&self, store: Store, follow: Follow, mark: String) -> ReceiverStream<ChangeBatch> {
+        let signals = self.subscribe(follow.clone());
+        detach(catch_up::run(session_changes::SessionChanges { store, follow, mark }, signals))
+    }
+
+    fn subscribe(&self, follow: Follow) -> broadcast::Receiver<Signal> {
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        topics.entry(follow).or_insert_with(|| broadcast::channel(SIGNAL_BUFFER).0).subscribe()
+    }
+
+    /// Passes a signal to the follows it concerns (a resync to all), and forgets follows nobody listens to any more.
     fn dispatch(&self, signal: Signal) {
         let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
         topics.retain(|_, sender| sender.receiver_count() > 0);
         match &signal {
             Signal::Wakeup(w) => {
-                for topic in [Topic::Session(w.session_id.clone()), Topic::Workflow(w.workflow_id.clone()), Topic::All]
+                for follow in
+                    [Follow::Session(w.session_id.clone()), Follow::Workflow(w.workflow_id.clone()), Follow::All]
                 {
-                    if let Some(sender) = topics.get(&topic) {
+                    if let Some(sender) = topics.get(&follow) {
                         let _ = sender.send(signal.clone());
                     }
                 }
@@ -95,36 +126,14 @@ impl Live {
     }
 }
 
-/// Waits until a signal passes `relevant`, the receiver lagged or was told to resync, or the safety poll is due.
-/// Returns the `seq` the relevant commit reached (0 when woken for another reason: read whatever is there), or `None`
-/// when the hub is gone.
-pub async fn wait_for(rx: &mut broadcast::Receiver<Signal>, relevant: impl Fn(&Wakeup) -> bool) -> Option<i64> {
-    let deadline = tokio::time::sleep(SAFETY_POLL);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            signal = rx.recv() => match signal {
-                Ok(Signal::Wakeup(w)) if relevant(&w) => return Some(w.seq),
-                Ok(Signal::Wakeup(_)) => continue,
-                Ok(Signal::Resync) => return Some(0),
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    metrics::counter!("flowtrace_live_lagged_total").increment(1);
-                    return Some(0);
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            },
-            _ = &mut deadline => return Some(0),
-        }
-    }
-}
-
-/// Runs a subscription's reader on its own task, feeding a bounded buffer that the socket writer drains.
+/// Runs a stream's reader on its own task, feeding a bounded buffer that the consumer drains.
 ///
-/// The reader is polled whatever the socket does, so a database read, once begun, always runs to completion and
+/// The reader is polled whatever the consumer does, so a database read, once begun, always runs to completion and
 /// releases its live-read slot and pooled connection: a reader only ever waits at a full buffer, holding nothing but
-/// the rows it read. (Polled from the socket's task instead, a read that began just before a write blocked stayed
-/// suspended mid-transaction for as long as the client did not read.) The task ends when the subscription does.
-pub fn detach<T: Send + 'static>(stream: impl Stream<Item = T> + Send + 'static) -> ReceiverStream<T> {
+/// the rows it read. (Polled from a socket's task instead, a read that began just before a write blocked stayed
+/// suspended mid-transaction for as long as the client did not read.) The task ends when the consumer drops the
+/// stream.
+fn detach<T: Send + 'static>(stream: impl Stream<Item = T> + Send + 'static) -> ReceiverStream<T> {
     let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
     tokio::spawn(async move {
         futures::pin_mut!(stream);

@@ -9,6 +9,7 @@ pub mod ids;
 pub mod import;
 pub mod ingest;
 pub mod live;
+pub mod notify;
 pub mod retention;
 pub mod sessions;
 pub mod storage_stats;
@@ -103,7 +104,6 @@ pub struct Store {
     url: String,
     /// Live subscriptions may hold at most half the pool, so a burst of wake-ups never starves ingest and queries.
     live_reads: Arc<Semaphore>,
-    shared_reads: live::SharedReads,
 }
 
 impl Store {
@@ -128,7 +128,7 @@ impl Store {
             .connect_lazy(url)?;
         let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
         let live_reads = Arc::new(Semaphore::new((max_connections as usize / 2).max(1)));
-        Ok(Store { pool, orm, url: url.to_owned(), live_reads, shared_reads: Default::default() })
+        Ok(Store { pool, orm, url: url.to_owned(), live_reads })
     }
 
     /// Waits until the database answers, for at most `timeout`.

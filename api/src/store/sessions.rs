@@ -2,7 +2,8 @@
 
 use super::cursor::{Page, PageOf, SessionKey, finish, keyset};
 use super::ids::{check_id, generate_id};
-use super::ingest::{check_name, check_time, notify};
+use super::ingest::{check_name, check_time};
+use super::notify::{Kind, Wakeup};
 use super::{Sql, Store, StoreError, StoreResult, like_pattern};
 use crate::domain::SessionStatus;
 use crate::limits::Limits;
@@ -225,5 +226,7 @@ async fn record_change(
     .bind(status.as_str())
     .fetch_one(&mut **tx)
     .await?;
-    notify(tx, "session", session_id, workflow_id, seq).await
+    Wakeup { kind: Kind::Session, session_id: session_id.to_owned(), workflow_id: workflow_id.to_owned(), seq }
+        .send(tx)
+        .await
 }
