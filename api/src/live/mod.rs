@@ -4,7 +4,6 @@
 //! reads again from its cursor.
 
 mod listener;
-pub mod ws;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
