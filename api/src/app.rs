@@ -1,40 +1,24 @@
-//! Builds the server (router, schema, background tasks) and runs it until shutdown. Tests start the same app on a
-//! random port with `spawn`.
+//! Assembles the server (store, live notifications, webhooks, schema, retention) and runs it until shutdown; the
+//! routes and handlers are in `http`. Tests start the same app on a random port with `spawn`.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_graphql::Executor;
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols};
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use tokio::sync::{Semaphore, watch};
-use tower_http::cors::{Any, CorsLayer};
 
-use crate::auth::{Auth, Caller};
+use crate::auth::Auth;
 use crate::config::{DatabaseArgs, ServeArgs};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPostgres, default_data_dir};
 use crate::embedded_shared::{Closed, SharedCluster};
-use crate::error::{BAD_USER_INPUT, LIMIT_EXCEEDED};
-use crate::graphql::gate::Gate;
 use crate::graphql::{self, SchemaOptions};
+use crate::http::ws::WsSettings;
+use crate::http::{self, HttpState};
 use crate::live::Live;
-use crate::live::ws::{self, WsSettings};
 use crate::store::Store;
-use crate::store::health::Health;
 use crate::store::retention::run_retention;
 use crate::webhooks::Webhooks;
 
@@ -100,34 +84,6 @@ pub async fn create_database(pg: &EmbeddedPostgres, name: &str) -> anyhow::Resul
     }
     admin.pool().close().await;
     Ok(())
-}
-
-#[derive(Clone)]
-struct AppState {
-    gate: Gate,
-    store: Store,
-    auth: Arc<Auth>,
-    ws: Arc<WsSettings>,
-    ws_connections: Arc<Semaphore>,
-    stopped: watch::Receiver<bool>,
-}
-
-fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
-    let layer =
-        CorsLayer::new().allow_methods([Method::GET, Method::POST]).allow_headers([CONTENT_TYPE, AUTHORIZATION]);
-    if origins.iter().any(|o| o == "*") {
-        return Ok(layer.allow_origin(Any));
-    }
-    let origins = origins
-        .iter()
-        .map(|o| HeaderValue::from_str(o).with_context(|| format!("CORS origin '{o}'")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(layer.allow_origin(origins))
-}
-
-fn graphql_error(status: StatusCode, code: &str, message: String) -> Response {
-    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
-    (status, axum::Json(body)).into_response()
 }
 
 /// A server running in this process.
@@ -225,7 +181,7 @@ pub async fn spawn_on(
         send_timeout: Duration::from_secs(args.limits.ws_send_timeout_secs.max(1)),
     };
     let ws_connections = Arc::new(Semaphore::new(args.limits.max_ws_connections));
-    let state = AppState {
+    let state = HttpState {
         gate,
         store,
         auth: Arc::new(auth),
@@ -233,21 +189,7 @@ pub async fn spawn_on(
         ws_connections: ws_connections.clone(),
         stopped: stopped.clone(),
     };
-    let mut router = Router::new().route("/graphql", post(graphql_http).get(graphql_ws));
-    if !args.no_graphiql {
-        router = router
-            .route("/", get(|| async { axum::response::Redirect::temporary("/graphiql") }))
-            .route("/graphiql", get(crate::graphiql::page))
-            .route("/graphiql/assets/{file}", get(crate::graphiql::asset));
-    }
-    let router = router
-        .route("/api/health/timescaledb", get(health))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(args.body_limit))
-        .layer(cors(&args.cors_origins)?)
-        .with_state(state);
+    let router = http::router(state, &args)?;
 
     let addr = listener.local_addr()?;
     // Responses and subscription messages are written as soon as they are ready; Nagle's algorithm would hold a small
@@ -290,155 +232,6 @@ pub async fn spawn_on(
         served
     });
     Ok(RunningServer { addr, stop, task })
-}
-
-/// `POST /graphql`: a request or a batch. A body that is too large or not a GraphQL request gets a GraphQL-shaped
-/// error too, so clients handle one error format.
-async fn graphql_http(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if !is_json(&headers) {
-        // Browsers send text/plain, form and multipart bodies cross-origin without asking (no CORS preflight), so
-        // running them would let any web page write into a server it can reach. A JSON body needs a preflight.
-        let message = "POST /graphql takes Content-Type: application/json".into();
-        return graphql_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, BAD_USER_INPUT, message);
-    }
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return graphql_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                LIMIT_EXCEEDED,
-                "the request body is larger than the limit (body_limit): send smaller batches".into(),
-            );
-        }
-        Err(rejection) => return graphql_error(rejection.status(), BAD_USER_INPUT, rejection.body_text()),
-    };
-    let request: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(err) => {
-            let message = format!("the request body is not a GraphQL request in JSON: {err}");
-            return graphql_error(StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
-        }
-    };
-    let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = Caller(state.auth.principal(authorization));
-    axum::Json(state.gate.execute_batch(request.data(caller)).await).into_response()
-}
-
-/// `application/json` or a `+json` type, with any parameters (`; charset=utf-8`).
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
-    let media = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
-}
-
-const WS_READ_BUFFER: usize = 4 * 1024;
-
-/// `GET /graphql` with a WebSocket upgrade: subscriptions (and queries) over `graphql-transport-ws` or `graphql-ws`.
-async fn graphql_ws(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let Ok(upgrade) = upgrade else {
-        let message = "GET /graphql opens a WebSocket for subscriptions (graphql-transport-ws); send queries and \
-                       mutations as POST /graphql with a JSON body, or try them in /graphiql"
-            .into();
-        return graphql_error(StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
-    };
-    let requested = headers.get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let Some(protocol) = requested.split(',').find_map(|p| WebSocketProtocols::from_str(p.trim()).ok()) else {
-        let message = "the WebSocket must speak graphql-transport-ws or graphql-ws (Sec-WebSocket-Protocol)".into();
-        return graphql_error(StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
-    };
-    let Ok(permit) = state.ws_connections.clone().try_acquire_owned() else {
-        let message = "this server has reached its WebSocket connection limit (max_ws_connections)".into();
-        return graphql_error(StatusCode::SERVICE_UNAVAILABLE, LIMIT_EXCEEDED, message);
-    };
-    let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    // Clients send small protocol messages; the 128 KiB default read buffer is zero-filled on every read, which
-    // showed up as the top cost of busy subscription connections. Larger messages still arrive (the buffer grows).
-    upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).read_buffer_size(WS_READ_BUFFER).on_upgrade(move |socket| {
-        ws::serve(socket, state.gate, protocol, state.auth, authorization, state.ws, state.stopped, permit)
-    })
-}
-
-/// The `GET /api/health/timescaledb` body. The first five fields keep the replaced service's contract, which
-/// monitoring compares as numbers: counts of hypertables and continuous aggregates, and a version string (`""` when
-/// there is no TimescaleDB). The names and the rest come beside them.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct HealthBody {
-    connected: bool,
-    version: String,
-    hypertables: usize,
-    compression_enabled: bool,
-    continuous_aggregates: usize,
-    hypertable_names: Vec<String>,
-    continuous_aggregate_names: Vec<String>,
-    postgres_version: Option<String>,
-    mode: String,
-    jobs_failing: i64,
-    /// Why the database cannot be reached; only when it cannot.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-}
-
-impl From<Health> for HealthBody {
-    fn from(h: Health) -> Self {
-        HealthBody {
-            connected: h.connected,
-            version: h.version.unwrap_or_default(),
-            hypertables: h.hypertables.len(),
-            compression_enabled: h.compression_enabled,
-            continuous_aggregates: h.continuous_aggregates.len(),
-            hypertable_names: h.hypertables,
-            continuous_aggregate_names: h.continuous_aggregates,
-            postgres_version: h.postgres_version,
-            mode: h.mode,
-            jobs_failing: h.jobs_failing,
-            reason: h.reason,
-        }
-    }
-}
-
-/// `GET /api/health/timescaledb`: 503 with the reason when the database cannot be reached (at once, see `probe`).
-async fn health(State(state): State<AppState>) -> Response {
-    match state.store.probe(state.store.health()).await {
-        Ok(health) => axum::Json(HealthBody::from(health)).into_response(),
-        Err(err) => {
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(HealthBody::from(Health::unreachable(err.to_string()))))
-                .into_response()
-        }
-    }
-}
-
-/// `GET /readyz`: the database answers and is migrated.
-async fn ready(State(state): State<AppState>) -> Response {
-    match state.store.probe(state.store.ready()).await {
-        Ok(true) => (StatusCode::OK, axum::Json(serde_json::json!({ "ready": true }))).into_response(),
-        Ok(false) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "ready": false, "reason": "migrations pending" })),
-        )
-            .into_response(),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "ready": false, "reason": err.to_string() })),
-        )
-            .into_response(),
-    }
-}
-
-/// `GET /metrics`: Prometheus text, with the pool's state read at scrape time.
-async fn metrics(State(state): State<AppState>) -> String {
-    let pool = state.store.pool();
-    metrics::gauge!("flowtrace_db_pool_connections").set(pool.size() as f64);
-    metrics::gauge!("flowtrace_db_pool_idle_connections").set(pool.num_idle() as f64);
-    crate::metrics::render()
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -24,8 +24,8 @@ use super::FlowSchema;
 use super::arguments::{self, Shapes};
 use crate::auth::{Access, Caller};
 use crate::error::{coded, ensure_code};
+use crate::http::ws::SubscriptionSlots;
 use crate::limits::Limits;
-use crate::live::ws::SubscriptionSlots;
 
 /// How many parsed documents the gate keeps, and the longest query text it keeps one for.
 const CACHED_DOCUMENTS: usize = 256;

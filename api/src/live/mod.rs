@@ -11,13 +11,11 @@
 //! after the listener reconnects, simply reads again from its cursor.
 
 mod catch_up;
-// The WebSocket transport; it moves to the HTTP edge.
 mod events;
 mod listener;
 mod replay;
 mod session_changes;
 mod traces;
-pub mod ws;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -7,18 +7,26 @@
 //! (close 4429, or the connection is dropped), and a proper close frame (1001) when the server shuts down.
 
 use std::collections::HashSet;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_graphql::http::{WebSocketProtocols, WsMessage};
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols, WsMessage};
 use async_graphql::{Data, Executor};
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use super::{HttpState, graphql_error};
 use crate::auth::{Auth, Caller};
+use crate::error::{BAD_USER_INPUT, LIMIT_EXCEEDED};
 
 /// Per-connection cap on open subscriptions, checked by `graphql::gate`.
 #[derive(Clone)]
@@ -246,4 +254,35 @@ fn init_authorization(payload: &serde_json::Value) -> Option<String> {
         ["Authorization", "authorization", "authToken"].iter().find_map(|k| v.get(k)?.as_str().map(str::to_owned))
     };
     from(payload).or_else(|| payload.get("headers").and_then(from))
+}
+
+const WS_READ_BUFFER: usize = 4 * 1024;
+
+/// `GET /graphql` with a WebSocket upgrade: subscriptions (and queries) over `graphql-transport-ws` or `graphql-ws`.
+pub(super) async fn graphql_ws(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(upgrade) = upgrade else {
+        let message = "GET /graphql opens a WebSocket for subscriptions (graphql-transport-ws); send queries and \
+                       mutations as POST /graphql with a JSON body, or try them in /graphiql"
+            .into();
+        return graphql_error(StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
+    };
+    let requested = headers.get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(protocol) = requested.split(',').find_map(|p| WebSocketProtocols::from_str(p.trim()).ok()) else {
+        let message = "the WebSocket must speak graphql-transport-ws or graphql-ws (Sec-WebSocket-Protocol)".into();
+        return graphql_error(StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
+    };
+    let Ok(permit) = state.ws_connections.clone().try_acquire_owned() else {
+        let message = "this server has reached its WebSocket connection limit (max_ws_connections)".into();
+        return graphql_error(StatusCode::SERVICE_UNAVAILABLE, LIMIT_EXCEEDED, message);
+    };
+    let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // Clients send small protocol messages; the 128 KiB default read buffer is zero-filled on every read, which
+    // showed up as the top cost of busy subscription connections. Larger messages still arrive (the buffer grows).
+    upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).read_buffer_size(WS_READ_BUFFER).on_upgrade(move |socket| {
+        serve(socket, state.gate, protocol, state.auth, authorization, state.ws, state.stopped, permit)
+    })
 }

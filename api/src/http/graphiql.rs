@@ -5,18 +5,18 @@ use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 
-const INDEX: &str = include_str!("../assets/graphiql/index.html");
+const INDEX: &str = include_str!("../../assets/graphiql/index.html");
 
 const ASSETS: &[(&str, &str, &[u8])] = &[
-    ("graphiql.min.js", "text/javascript", include_bytes!("../assets/graphiql/graphiql.min.js")),
-    ("graphiql.min.css", "text/css", include_bytes!("../assets/graphiql/graphiql.min.css")),
-    ("react.production.min.js", "text/javascript", include_bytes!("../assets/graphiql/react.production.min.js")),
+    ("graphiql.min.js", "text/javascript", include_bytes!("../../assets/graphiql/graphiql.min.js")),
+    ("graphiql.min.css", "text/css", include_bytes!("../../assets/graphiql/graphiql.min.css")),
+    ("react.production.min.js", "text/javascript", include_bytes!("../../assets/graphiql/react.production.min.js")),
     (
         "react-dom.production.min.js",
         "text/javascript",
-        include_bytes!("../assets/graphiql/react-dom.production.min.js"),
+        include_bytes!("../../assets/graphiql/react-dom.production.min.js"),
     ),
-    ("LICENSES.txt", "text/plain; charset=utf-8", include_bytes!("../assets/graphiql/LICENSES.txt")),
+    ("LICENSES.txt", "text/plain; charset=utf-8", include_bytes!("../../assets/graphiql/LICENSES.txt")),
 ];
 
 /// `GET /graphiql`

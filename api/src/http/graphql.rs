@@ -1,0 +1,56 @@
+//! `POST /graphql`: queries and mutations as JSON, one request or a batch.
+
+use async_graphql::Executor;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{HttpState, graphql_error};
+use crate::auth::Caller;
+use crate::error::{BAD_USER_INPUT, LIMIT_EXCEEDED};
+
+/// `POST /graphql`: a request or a batch. A body that is too large or not a GraphQL request gets a GraphQL-shaped
+/// error too, so clients handle one error format.
+pub(super) async fn graphql_http(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if !is_json(&headers) {
+        // Browsers send text/plain, form and multipart bodies cross-origin without asking (no CORS preflight), so
+        // running them would let any web page write into a server it can reach. A JSON body needs a preflight.
+        let message = "POST /graphql takes Content-Type: application/json".into();
+        return graphql_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, BAD_USER_INPUT, message);
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return graphql_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                LIMIT_EXCEEDED,
+                "the request body is larger than the limit (body_limit): send smaller batches".into(),
+            );
+        }
+        Err(rejection) => return graphql_error(rejection.status(), BAD_USER_INPUT, rejection.body_text()),
+    };
+    let request: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            let message = format!("the request body is not a GraphQL request in JSON: {err}");
+            return graphql_error(StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
+        }
+    };
+    let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = Caller(state.auth.principal(authorization));
+    axum::Json(state.gate.execute_batch(request.data(caller)).await).into_response()
+}
+
+/// `application/json` or a `+json` type, with any parameters (`; charset=utf-8`).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let media = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}

@@ -1,0 +1,80 @@
+//! The HTTP edge: every route the server answers, and the state its handlers share.
+//!
+//! - `POST /graphql` (and a plain `GET /graphql`): queries and mutations as JSON, in `graphql`.
+//! - `GET /graphql` with a WebSocket upgrade: every operation, subscriptions included, in `ws`.
+//! - `/` and `/graphiql`: the in-browser IDE, in `graphiql` (unless switched off).
+//! - `/api/health/timescaledb`, `/healthz`, `/readyz`, `/metrics`: probes for monitoring, in `probes`.
+//!
+//! Errors the edge produces itself use the GraphQL error shape, so clients handle one format.
+
+pub mod graphiql;
+mod graphql;
+mod probes;
+pub mod ws;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::{Semaphore, watch};
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::auth::Auth;
+use crate::config::ServeArgs;
+use crate::graphql::gate::Gate;
+use crate::store::Store;
+use ws::WsSettings;
+
+/// What the handlers share, assembled by `app::spawn_on`.
+#[derive(Clone)]
+pub struct HttpState {
+    pub gate: Gate,
+    pub store: Store,
+    pub auth: Arc<Auth>,
+    pub ws: Arc<WsSettings>,
+    /// One permit per open WebSocket; shutdown waits for all of them to come back.
+    pub ws_connections: Arc<Semaphore>,
+    pub stopped: watch::Receiver<bool>,
+}
+
+/// The routes, with the body limit and CORS from `args`.
+pub fn router(state: HttpState, args: &ServeArgs) -> anyhow::Result<Router> {
+    let mut router = Router::new().route("/graphql", post(graphql::graphql_http).get(ws::graphql_ws));
+    if !args.no_graphiql {
+        router = router
+            .route("/", get(|| async { axum::response::Redirect::temporary("/graphiql") }))
+            .route("/graphiql", get(graphiql::page))
+            .route("/graphiql/assets/{file}", get(graphiql::asset));
+    }
+    Ok(router
+        .route("/api/health/timescaledb", get(probes::health))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(probes::ready))
+        .route("/metrics", get(probes::metrics))
+        .layer(DefaultBodyLimit::max(args.body_limit))
+        .layer(cors(&args.cors_origins)?)
+        .with_state(state))
+}
+
+fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
+    let layer =
+        CorsLayer::new().allow_methods([Method::GET, Method::POST]).allow_headers([CONTENT_TYPE, AUTHORIZATION]);
+    if origins.iter().any(|o| o == "*") {
+        return Ok(layer.allow_origin(Any));
+    }
+    let origins = origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o).with_context(|| format!("CORS origin '{o}'")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(layer.allow_origin(origins))
+}
+
+fn graphql_error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, axum::Json(body)).into_response()
+}
