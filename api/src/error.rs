@@ -9,6 +9,10 @@ pub const NOT_FOUND: &str = "NOT_FOUND";
 pub const LIMIT_EXCEEDED: &str = "LIMIT_EXCEEDED";
 pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
 pub const INTERNAL: &str = "INTERNAL";
+/// No valid credentials: a missing, malformed, expired or not yet valid token or key.
+pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+/// Valid credentials that do not allow the operation.
+pub const FORBIDDEN: &str = "FORBIDDEN";
 
 pub fn coded(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
     async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code))
@@ -28,7 +32,7 @@ pub fn store_error(err: StoreError) -> async_graphql::Error {
         StoreError::BadInput(_) => BAD_USER_INPUT,
         StoreError::LimitExceeded(_) => LIMIT_EXCEEDED,
         StoreError::Unavailable(_) => DATABASE_UNAVAILABLE,
-        StoreError::Database(_) => INTERNAL,
+        StoreError::Database { .. } | StoreError::Internal(_) => INTERNAL,
     };
     if code == INTERNAL {
         // The database's text names tables, constraints and source lines: it goes to the log, not to the client.

@@ -44,7 +44,7 @@ pub fn ingest(kind: &'static str, result: &StoreResult<Recorded>) {
                 StoreError::BadInput(_) => "bad_input",
                 StoreError::LimitExceeded(_) => "limit_exceeded",
                 StoreError::Unavailable(_) => "database_unavailable",
-                StoreError::Database(_) => "internal",
+                StoreError::Database { .. } | StoreError::Internal(_) => "internal",
             };
             counter!("flowtrace_ingest_refused_total", "kind" => kind, "reason" => reason).increment(1);
         }

@@ -19,7 +19,7 @@ pub struct Model {
     pub workflow_id: String,
     pub node_id: String,
     pub port_id: Option<String>,
-    pub event_type: String,
+    pub event_type: crate::status::EventType,
     pub data: Option<Json>,
     pub duration: Option<f64>,
     pub metadata: Option<Json>,

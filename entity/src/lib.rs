@@ -2,4 +2,5 @@
 
 pub mod event;
 pub mod session;
+pub mod status;
 pub mod trace;

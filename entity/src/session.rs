@@ -16,7 +16,7 @@ pub struct Model {
     pub workflow_name: String,
     pub user_id: Option<String>,
     pub end_time: Option<DateTimeUtc>,
-    pub status: String,
+    pub status: crate::status::SessionStatus,
     pub total_traces: i64,
     pub success_count: i64,
     pub error_count: i64,

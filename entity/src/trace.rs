@@ -18,7 +18,7 @@ pub struct Model {
     pub session_id: String,
     pub workflow_id: String,
     pub duration: Option<f64>,
-    pub status: String,
+    pub status: crate::status::TraceStatus,
     pub source_node_id: String,
     pub source_node_name: Option<String>,
     pub source_node_type: Option<String>,

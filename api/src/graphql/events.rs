@@ -49,7 +49,7 @@ impl TraceEvent {
     }
     /// What kind of event it is.
     async fn event_type(&self) -> EventType {
-        EventType::parse(&self.0.event_type).unwrap_or(EventType::Log)
+        self.0.event_type
     }
     /// Free JSON the node reported.
     async fn data(&self) -> Option<Json<serde_json::Value>> {

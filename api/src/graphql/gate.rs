@@ -23,7 +23,7 @@ use hashlink::LruCache;
 use super::FlowSchema;
 use super::arguments::{self, Shapes};
 use crate::auth::{Access, Caller};
-use crate::error::{coded, ensure_code};
+use crate::error::{FORBIDDEN, LIMIT_EXCEEDED, UNAUTHENTICATED, coded, ensure_code};
 use crate::http::ws::SubscriptionSlots;
 use crate::limits::Limits;
 
@@ -123,7 +123,7 @@ impl Executor for Gate {
                 Err(_) => {
                     let message =
                         format!("this connection already has {limit} subscriptions (max_subscriptions_per_connection)");
-                    return refused(server_error("LIMIT_EXCEEDED", message));
+                    return refused(server_error(LIMIT_EXCEEDED, message));
                 }
             },
             None => None,
@@ -139,7 +139,7 @@ impl Executor for Gate {
             return stream.boxed();
         };
         let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
-        let expired = Response::from_errors(vec![server_error("UNAUTHENTICATED", "the token has expired".into())]);
+        let expired = Response::from_errors(vec![server_error(UNAUTHENTICATED, "the token has expired".into())]);
         // The closing error only when the stream was cut by expiry, not when it ended by itself.
         let notice =
             futures::stream::iter([expired]).filter(move |_| std::future::ready(chrono::Utc::now() >= expires));
@@ -166,10 +166,10 @@ fn authorise(document: &ExecutableDocument, caller: Option<&Caller>) -> Result<(
         Access::Read
     };
     match caller.map(|c| &c.0) {
-        None => Err(server_error("UNAUTHENTICATED", "no credentials were checked for this request".into())),
-        Some(Err(err)) => Err(server_error("UNAUTHENTICATED", err.to_string())),
+        None => Err(server_error(UNAUTHENTICATED, "no credentials were checked for this request".into())),
+        Some(Err(err)) => Err(server_error(UNAUTHENTICATED, err.to_string())),
         Some(Ok(principal)) if principal.access < needed => Err(server_error(
-            "FORBIDDEN",
+            FORBIDDEN,
             format!(
                 "these credentials may not {}; {} needs a service_role token or a write API key",
                 if needed == Access::Write { "write" } else { "read" },
@@ -177,7 +177,7 @@ fn authorise(document: &ExecutableDocument, caller: Option<&Caller>) -> Result<(
             ),
         )),
         Some(Ok(principal)) if principal.expires.is_some_and(|exp| exp <= chrono::Utc::now()) => {
-            Err(server_error("UNAUTHENTICATED", "the token has expired".into()))
+            Err(server_error(UNAUTHENTICATED, "the token has expired".into()))
         }
         Some(Ok(_)) => Ok(()),
     }

@@ -137,7 +137,7 @@ async fn session_must_exist(store: &Store, id: &str) -> async_graphql::Result<()
 async fn detached_read<T: Send + 'static>(
     read: impl Future<Output = Result<T, StoreError>> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::spawn(read).await.unwrap_or_else(|err| Err(StoreError::Database(format!("read task failed: {err}"))))
+    tokio::spawn(read).await.unwrap_or_else(|err| Err(StoreError::internal(format!("read task failed: {err}"))))
 }
 
 /// Counts open subscriptions by kind in `/metrics` for as long as the stream lives.

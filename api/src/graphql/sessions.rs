@@ -52,7 +52,7 @@ impl Session {
     }
     /// Its lifecycle status now.
     async fn status(&self) -> SessionStatus {
-        SessionStatus::parse(&self.0.status).unwrap_or(SessionStatus::Running)
+        self.0.status
     }
     /// Trace counts and totals, kept current by ingestion (never taken from the client).
     async fn summary(&self) -> SessionSummary {

@@ -9,7 +9,6 @@ use super::{Sql, StoreError, StoreResult};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use sea_orm::Value;
 
 /// Key of a trace or event row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +28,8 @@ pub trait CursorKey: Sized {
     const TAG: &'static str;
     fn body(&self) -> String;
     fn parse(body: &str) -> Option<Self>;
-    fn values(&self) -> (Value, Value);
+    /// Binds the two key values, returning their placeholders.
+    fn bind(&self, sql: &mut Sql) -> (String, String);
 
     fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(format!("{}:{}", Self::TAG, self.body()))
@@ -69,8 +69,8 @@ macro_rules! seq_cursor {
                 let (at, seq) = body.split_once(':')?;
                 Some($ty(SeqKey { at: parse_micros(at)?, seq: seq.parse().ok()? }))
             }
-            fn values(&self) -> (Value, Value) {
-                (self.0.at.into(), self.0.seq.into())
+            fn bind(&self, sql: &mut Sql) -> (String, String) {
+                (sql.bind(self.0.at), sql.bind(self.0.seq))
             }
         }
     };
@@ -91,8 +91,8 @@ impl CursorKey for SessionKey {
         }
         Some(SessionKey { start_time: parse_micros(at)?, id: id.to_owned() })
     }
-    fn values(&self) -> (Value, Value) {
-        (self.start_time.into(), self.id.clone().into())
+    fn bind(&self, sql: &mut Sql) -> (String, String) {
+        (sql.bind(self.start_time), sql.bind(self.id.clone()))
     }
 }
 
@@ -119,8 +119,7 @@ pub fn keyset<K: CursorKey>(sql: &mut Sql, columns: (&str, &str), page: &Page<K>
     let (after_op, before_op) = if newest_first { ("<", ">") } else { (">", "<") };
     for (key, op) in [(&page.after, after_op), (&page.before, before_op)] {
         if let Some(key) = key {
-            let (va, vb) = key.values();
-            let (pa, pb) = (sql.bind(va), sql.bind(vb));
+            let (pa, pb) = key.bind(sql);
             sql.push(&format!(" AND ({a}, {b}) {op} ({pa}, {pb})"));
         }
     }

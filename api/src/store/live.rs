@@ -90,7 +90,7 @@ impl Store {
         follow: &Follow,
     ) -> StoreResult<(Vec<SessionChange>, String)> {
         /// The snapshot, then the change (all null when there is none).
-        type ChangeRow = (String, Option<i64>, Option<String>, Option<String>);
+        type ChangeRow = (String, Option<i64>, Option<String>, Option<SessionStatus>);
         let rows: Vec<ChangeRow> = sqlx::query_as(
             "WITH changes AS (
                 SELECT seq, session_id, status FROM flow_session_changes
@@ -118,7 +118,7 @@ impl Store {
                 Some(SessionChange {
                     seq: seq?,
                     session_id: session_id?,
-                    status: status.and_then(|s| SessionStatus::parse(&s)),
+                    status,
                 })
             })
             .collect();

@@ -17,16 +17,14 @@ pub mod time_travel;
 pub mod traces;
 pub mod webhooks;
 
+use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
 
 use migration::{MigratorTrait, StorageMode};
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, SqlxPostgresConnector, Statement,
-    TransactionTrait, Value,
-};
-use sqlx::PgPool;
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use sea_orm::{DatabaseConnection, DbErr, SqlxPostgresConnector};
+use sqlx::postgres::{PgArguments, PgPoolOptions, PgRow};
+use sqlx::{Arguments, PgPool, Postgres};
 use tokio::sync::Semaphore;
 
 /// What can go wrong below the API. Mapped once to GraphQL error codes in `crate::error`.
@@ -40,13 +38,22 @@ pub enum StoreError {
     LimitExceeded(String),
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
-    #[error("database error: {0}")]
-    Database(String),
+    /// A query failed for a reason that is not the client's: the log line names the `?` that met it.
+    #[error("query at {at} failed: {source}")]
+    Database { source: Arc<sqlx::Error>, at: &'static Location<'static> },
+    /// Something else below the API failed.
+    #[error("{0}")]
+    Internal(String),
 }
 
-impl From<sqlx::Error> for StoreError {
-    fn from(err: sqlx::Error) -> Self {
-        match &err {
+impl StoreError {
+    pub fn internal(message: impl Into<String>) -> StoreError {
+        StoreError::Internal(message.into())
+    }
+
+    #[track_caller]
+    fn of_sqlx(err: Arc<sqlx::Error>) -> StoreError {
+        match &*err {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
                 StoreError::Unavailable(err.to_string())
             }
@@ -63,22 +70,28 @@ impl From<sqlx::Error> for StoreError {
                 tracing::debug!(%err, "a value could not be encoded for the database");
                 StoreError::BadInput("a value cannot be stored (out of range)".into())
             }
-            _ => StoreError::Database(err.to_string()),
+            _ => StoreError::Database { source: err, at: Location::caller() },
         }
     }
 }
 
+impl From<sqlx::Error> for StoreError {
+    /// `#[track_caller]`: `?` passes its own location, which the log then names.
+    #[track_caller]
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::of_sqlx(Arc::new(err))
+    }
+}
+
 impl From<DbErr> for StoreError {
+    #[track_caller]
     fn from(err: DbErr) -> Self {
         match err {
             DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(err.to_string()),
             DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e)) => {
-                match std::sync::Arc::try_unwrap(e) {
-                    Ok(e) => e.into(),
-                    Err(e) => StoreError::Database(e.to_string()),
-                }
+                StoreError::of_sqlx(e)
             }
-            other => StoreError::Database(other.to_string()),
+            other => StoreError::Internal(other.to_string()),
         }
     }
 }
@@ -96,7 +109,9 @@ fn data_exception(code: &str) -> &'static str {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The database: one pool, seen both as sqlx (bulk ingest) and as SeaORM (typed rows).
+/// The database: one sqlx pool. Every query runs through sqlx on it (`Sql` with `all`, or `sqlx::query…` with a
+/// transaction from `pool.begin()`); the SeaORM connection over the same pool serves only migrations and storage
+/// policies (the `migration` crate).
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
@@ -179,53 +194,46 @@ impl Store {
     }
 
     async fn all<M: Row>(&self, sql: Sql) -> StoreResult<Vec<M>> {
-        decode(self.orm.query_all_raw(sql.statement()).await?)
+        Ok(sql.query_as()?.fetch_all(&self.pool).await?)
     }
 
     /// `all` for small frequent reads of one shape (live reads by cursor), which run best on a generic plan, without
-    /// parallel workers and without JIT. A custom plan is planned anew over every chunk on every read (about 2 ms on
-    /// 10 M traces in 11 chunks); the cursor cannot exclude chunks by time, so the generic plan, planned once per
-    /// connection, is the same plan for 0.02 ms. A generic plan's cost is estimated without the cursor and can pass
-    /// `jit_above_cost`: JIT then compiles on every read (25 ms seen) a query that runs in 0.5 ms. And each parallel
-    /// worker is a new process that loads TimescaleDB and the chunk catalog, far more than a small indexed read costs.
+    /// parallel workers and without JIT. A custom plan is planned anew over every chunk on every read; the cursor
+    /// cannot exclude chunks by time, so the generic plan, planned once per connection, is the same plan at a
+    /// fraction of the cost. A generic plan's cost is estimated without the cursor and can pass `jit_above_cost`: JIT
+    /// then compiles on every read a query that runs in well under a millisecond. And each parallel worker is a new
+    /// process that loads TimescaleDB and the chunk catalog, far more than a small indexed read costs.
     async fn all_serial<M: Row>(&self, sql: Sql) -> StoreResult<Vec<M>> {
-        let txn = self.orm.begin().await?;
-        txn.execute_unprepared(
+        let mut tx = self.pool.begin().await?;
+        sqlx::raw_sql(
             "SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off; \
              SET LOCAL plan_cache_mode = force_generic_plan",
         )
+        .execute(&mut *tx)
         .await?;
-        let rows = txn.query_all_raw(sql.statement()).await?;
-        txn.commit().await?;
-        decode(rows)
+        let rows = sql.query_as()?.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 }
 
-/// A row type the store reads: decoded by sqlx, by column name, from the PostgreSQL row. (SeaORM's derived decoding
-/// builds a column-name string for every cell and an error message for every NULL: a fifth of the server's CPU on a
-/// page of 100 traces.)
-pub trait Row: for<'r> sqlx::FromRow<'r, PgRow> {}
-impl<M: for<'r> sqlx::FromRow<'r, PgRow>> Row for M {}
-
-fn decode<M: Row>(rows: Vec<QueryResult>) -> StoreResult<Vec<M>> {
-    rows.iter()
-        .map(|row| match row.try_as_pg_row() {
-            Some(row) => Ok(M::from_row(row)?),
-            None => Err(StoreError::Database("a row that is not from PostgreSQL".into())),
-        })
-        .collect()
-}
+/// A row type the store reads: decoded by sqlx, by column name, from the PostgreSQL row.
+pub trait Row: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin {}
+impl<M: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin> Row for M {}
 
 /// SQL text with its bound values; `bind` returns the placeholder to write. Client values only ever travel as binds.
 #[derive(Default)]
 pub struct Sql {
     text: String,
-    values: Vec<Value>,
+    args: PgArguments,
+    count: usize,
+    /// The first value that could not be encoded: the query then fails with it, unsent.
+    unencodable: Option<String>,
 }
 
 impl Sql {
     pub fn new(text: &str) -> Sql {
-        Sql { text: text.to_owned(), values: Vec::new() }
+        Sql { text: text.to_owned(), ..Sql::default() }
     }
 
     pub fn push(&mut self, text: &str) -> &mut Self {
@@ -233,13 +241,21 @@ impl Sql {
         self
     }
 
-    pub fn bind(&mut self, value: impl Into<Value>) -> String {
-        self.values.push(value.into());
-        format!("${}", self.values.len())
+    pub fn bind<'q, T: sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>>(&mut self, value: T) -> String {
+        if let Err(err) = self.args.add(value) {
+            self.unencodable.get_or_insert_with(|| err.to_string());
+        }
+        self.count += 1;
+        format!("${}", self.count)
     }
 
-    fn statement(self) -> Statement {
-        Statement::from_sql_and_values(DbBackend::Postgres, self.text, self.values)
+    fn query_as<'q, M: Row>(self) -> StoreResult<sqlx::query::QueryAs<'q, Postgres, M, PgArguments>> {
+        if let Some(err) = self.unencodable {
+            tracing::debug!(%err, "a value could not be encoded for the database");
+            return Err(StoreError::BadInput("a value cannot be stored (out of range)".into()));
+        }
+        // The text is ours; client values are only in `args`.
+        Ok(sqlx::query_as_with(sqlx::AssertSqlSafe(self.text), self.args))
     }
 }
 
@@ -247,4 +263,20 @@ impl Sql {
 pub fn like_pattern(text: &str) -> String {
     let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     format!("%{escaped}%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failing() -> StoreResult<()> {
+        Err(sqlx::Error::RowNotFound)?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_query_error_names_the_question_mark_that_met_it() {
+        let Err(StoreError::Database { at, .. }) = failing() else { panic!("expected a database error") };
+        assert_eq!((at.file(), at.line()), (file!(), line!() - 7));
+    }
 }

@@ -93,8 +93,15 @@ impl Store {
             .await?;
             record_change(&mut tx, &id, &new.workflow_id, SessionStatus::Running).await?;
         }
+        // Read inside the transaction: after commit, retention may already delete a session that started long ago.
+        let session: session::Model = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM flow_trace_sessions WHERE id = $1 LIMIT 1"
+        )))
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
-        self.session(&id).await?.ok_or_else(|| StoreError::Database(format!("session {id} vanished after insert")))
+        Ok(session)
     }
 
     /// Ends a session. Repeating the same completion returns the session unchanged, also when the repeats run at
@@ -124,13 +131,13 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let current = current.ok_or_else(|| StoreError::NotFound(format!("session {id} does not exist")))?;
-        if current.status != SessionStatus::Running.as_str() {
-            if current.status == status.as_str() && end_time.is_none_or(|at| Some(at) == current.end_time) {
+        if current.status != SessionStatus::Running {
+            if current.status == status && end_time.is_none_or(|at| Some(at) == current.end_time) {
                 return Ok(current);
             }
             return Err(StoreError::BadInput(format!(
                 "session {id} already ended as {} at {}; an ended session cannot be completed again",
-                current.status,
+                current.status.as_str(),
                 current.end_time.map(|t| t.to_rfc3339()).unwrap_or_default()
             )));
         }

@@ -9,7 +9,7 @@ use entity::{session, trace};
 
 use super::traces::TRACE_COLUMNS;
 use super::{Sql, Store, StoreError, StoreResult};
-use crate::domain::SessionStatus;
+use crate::domain::{SessionStatus, TraceStatus};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeStatus {
@@ -70,7 +70,7 @@ impl Store {
         ));
         let Some(session) = self.all::<session::Model>(sql).await?.into_iter().next() else { return Ok(None) };
         let session_status = match session.end_time {
-            Some(end) if end <= at => SessionStatus::parse(&session.status).unwrap_or(SessionStatus::Completed),
+            Some(end) if end <= at => session.status,
             _ => SessionStatus::Running,
         };
 
@@ -166,7 +166,7 @@ fn name_from_latest(node: &NodeState) -> Option<String> {
 fn status_from_traces(node: &NodeState) -> NodeStatus {
     let key = |t: &trace::Model| (t.timestamp, t.seq);
     match (&node.last_input, &node.last_output) {
-        (_, Some(out)) if out.status == "ERROR" => NodeStatus::Failed,
+        (_, Some(out)) if out.status == TraceStatus::Error => NodeStatus::Failed,
         (Some(input), Some(out)) if key(input) > key(out) => NodeStatus::Running,
         (Some(_), None) => NodeStatus::Running,
         (_, Some(_)) => NodeStatus::Completed,

@@ -30,7 +30,7 @@ pub(super) struct SessionJson<'a> {
     user_id: Option<&'a str>,
     start_time: DateTime<Utc>,
     end_time: Option<DateTime<Utc>>,
-    status: &'a str,
+    status: SessionStatus,
     summary: SessionSummary,
     metadata: Option<&'a Json>,
     created_at: DateTime<Utc>,
@@ -41,7 +41,7 @@ impl<'a> Body<'a> {
     pub fn of(update: &'a SessionUpdate) -> Body<'a> {
         let m = &update.session;
         // The status the change set; the session's own for changes logged before the log recorded it.
-        let status = update.change.status.or_else(|| SessionStatus::parse(&m.status)).unwrap_or(SessionStatus::Running);
+        let status = update.change.status.unwrap_or(m.status);
         Body {
             event: event_name(status),
             delivery_id: update.change.seq.to_string(),
@@ -53,7 +53,7 @@ impl<'a> Body<'a> {
                 user_id: m.user_id.as_deref(),
                 start_time: m.start_time,
                 end_time: m.end_time,
-                status: &m.status,
+                status: m.status,
                 summary: SessionSummary::of(m),
                 metadata: m.metadata.as_ref(),
                 created_at: m.created_at,

@@ -1,0 +1,346 @@
+//! Traces: `traces` and the `Trace` type; `record` holds `recordTraces`.
+
+mod record;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+
+use async_graphql::connection::{Connection, EmptyFields};
+use async_graphql::parser::types::Field;
+use async_graphql::registry::Registry;
+use async_graphql::{
+    Context, ContextSelectionSet, ID, InputType, Json, Object, OutputType, Positioned, ServerResult, SimpleObject,
+    Value,
+};
+use chrono::{DateTime, Utc};
+use entity::trace;
+
+use super::one_pass::{self, OnePass};
+use super::pagination::{PageArgs, connection};
+use super::{id_arg, limits, store};
+use crate::domain::TraceStatus;
+use crate::error::Gql;
+use crate::store::cursor::{CursorKey, SeqKey, TraceKey};
+use crate::store::traces::TraceFilter;
+
+/// Data passed along one connection of the workflow graph. Resolved in one pass (see `one_pass`): a page holds
+/// hundreds of traces and each field is a plain value of the row. `TraceType` declares it to the schema.
+pub struct Trace(pub trace::Model);
+
+/// The cursor of a trace row, shared by the `traces` query and subscription.
+pub fn trace_cursor(m: &trace::Model) -> String {
+    TraceKey(SeqKey { at: m.timestamp, seq: m.seq }).encode()
+}
+
+/// One end of a trace: a node and one of its ports.
+#[derive(SimpleObject)]
+#[graphql(name = "NodeRef")]
+pub struct NodeRefOut {
+    pub node_id: String,
+    pub node_name: Option<String>,
+    pub node_type: Option<String>,
+    pub port_id: Option<String>,
+    pub port_name: Option<String>,
+    pub port_type: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct TraceData {
+    pub payload: Option<Json<serde_json::Value>>,
+    /// Bytes.
+    pub size: Option<i64>,
+    #[graphql(name = "type")]
+    pub data_type: Option<String>,
+    pub preview: Option<String>,
+}
+
+#[derive(SimpleObject, Clone)]
+pub struct TraceError {
+    pub message: String,
+    pub code: Option<String>,
+    pub stack: Option<String>,
+}
+
+impl TraceError {
+    pub fn of(m: &trace::Model) -> Option<TraceError> {
+        m.error_message.as_ref().map(|message| TraceError {
+            message: message.clone(),
+            code: m.error_code.clone(),
+            stack: m.error_stack.clone(),
+        })
+    }
+}
+
+impl OutputType for Trace {
+    fn type_name() -> Cow<'static, str> {
+        TraceType::type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        TraceType::create_type_info(registry)
+    }
+
+    async fn resolve(&self, ctx: &ContextSelectionSet<'_>, _field: &Positioned<Field>) -> ServerResult<Value> {
+        one_pass::resolve(ctx, self)
+    }
+}
+
+impl OnePass for Trace {
+    const TYPE_NAME: &'static str = "Trace";
+
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        let m = &self.0;
+        Ok(match field.node.name.node.as_str() {
+            "id" => m.id.to_value(),
+            "sessionId" => m.session_id.to_value(),
+            "workflowId" => m.workflow_id.to_value(),
+            "timestamp" => m.timestamp.to_value(),
+            "duration" => m.duration.to_value(),
+            "status" => m.status.to_value(),
+            "source" => one_pass::nested(ctx, field, &Port::source(m))?,
+            "target" => one_pass::nested(ctx, field, &Port::target(m))?,
+            "data" => one_pass::nested(ctx, field, &DataOf(m))?,
+            "error" => match m.error_message {
+                Some(_) => one_pass::nested(ctx, field, &ErrorOf(m))?,
+                None => Value::Null,
+            },
+            "graphId" => m.graph_id.to_value(),
+            "graphName" => m.graph_name.to_value(),
+            "parentTraceId" => m.parent_trace_id.to_value(),
+            "depth" => m.depth.to_value(),
+            "seq" => Value::String(m.seq.to_string()),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
+/// `Trace.source` or `Trace.target` of a row, borrowed.
+struct Port<'a> {
+    node_id: &'a String,
+    node_name: &'a Option<String>,
+    node_type: &'a Option<String>,
+    port_id: &'a Option<String>,
+    port_name: &'a Option<String>,
+    port_type: &'a Option<String>,
+}
+
+impl Port<'_> {
+    fn source(m: &trace::Model) -> Port<'_> {
+        Port {
+            node_id: &m.source_node_id,
+            node_name: &m.source_node_name,
+            node_type: &m.source_node_type,
+            port_id: &m.source_port_id,
+            port_name: &m.source_port_name,
+            port_type: &m.source_port_type,
+        }
+    }
+
+    fn target(m: &trace::Model) -> Port<'_> {
+        Port {
+            node_id: &m.target_node_id,
+            node_name: &m.target_node_name,
+            node_type: &m.target_node_type,
+            port_id: &m.target_port_id,
+            port_name: &m.target_port_name,
+            port_type: &m.target_port_type,
+        }
+    }
+}
+
+impl From<Port<'_>> for NodeRefOut {
+    fn from(p: Port<'_>) -> NodeRefOut {
+        NodeRefOut {
+            node_id: p.node_id.clone(),
+            node_name: p.node_name.clone(),
+            node_type: p.node_type.clone(),
+            port_id: p.port_id.clone(),
+            port_name: p.port_name.clone(),
+            port_type: p.port_type.clone(),
+        }
+    }
+}
+
+impl OnePass for Port<'_> {
+    const TYPE_NAME: &'static str = "NodeRef";
+
+    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        Ok(match field.node.name.node.as_str() {
+            "nodeId" => self.node_id.to_value(),
+            "nodeName" => self.node_name.to_value(),
+            "nodeType" => self.node_type.to_value(),
+            "portId" => self.port_id.to_value(),
+            "portName" => self.port_name.to_value(),
+            "portType" => self.port_type.to_value(),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
+/// `Trace.data` of a row.
+struct DataOf<'a>(&'a trace::Model);
+
+impl OnePass for DataOf<'_> {
+    const TYPE_NAME: &'static str = "TraceData";
+
+    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        let m = self.0;
+        Ok(match field.node.name.node.as_str() {
+            // As `Json` resolves: the payload serialised into a GraphQL value.
+            "payload" => {
+                m.data_payload.as_ref().map_or(Value::Null, |p| async_graphql::to_value(p).unwrap_or_default())
+            }
+            "size" => m.data_size.to_value(),
+            "type" => m.data_type.to_value(),
+            "preview" => m.data_preview.to_value(),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
+/// `Trace.error` of a row that has one.
+struct ErrorOf<'a>(&'a trace::Model);
+
+impl OnePass for ErrorOf<'_> {
+    const TYPE_NAME: &'static str = "TraceError";
+
+    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        let m = self.0;
+        Ok(match field.node.name.node.as_str() {
+            "message" => m.error_message.to_value(),
+            "code" => m.error_code.to_value(),
+            "stack" => m.error_stack.to_value(),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
+/// The schema's declaration of `Trace` (its fields, their types and descriptions), and the reference the one-pass
+/// resolution is tested against: a test runs both over the same rows and queries and compares the answers.
+pub struct TraceType(pub trace::Model);
+
+/// Data passed along one connection of the workflow graph.
+#[Object(name = "Trace")]
+impl TraceType {
+    /// The id the client gave, or the generated one (UUIDv7).
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    /// The session it belongs to.
+    async fn session_id(&self) -> ID {
+        ID(self.0.session_id.clone())
+    }
+    /// The workflow of the trace's session (denormalised).
+    async fn workflow_id(&self) -> &str {
+        &self.0.workflow_id
+    }
+    /// When the data passed.
+    async fn timestamp(&self) -> DateTime<Utc> {
+        self.0.timestamp
+    }
+    /// Milliseconds.
+    async fn duration(&self) -> Option<f64> {
+        self.0.duration
+    }
+    /// Outcome of the transfer.
+    async fn status(&self) -> TraceStatus {
+        self.0.status
+    }
+    /// The node and output port the data left.
+    async fn source(&self) -> NodeRefOut {
+        Port::source(&self.0).into()
+    }
+    /// The node and input port the data reached.
+    async fn target(&self) -> NodeRefOut {
+        Port::target(&self.0).into()
+    }
+    /// What was passed.
+    async fn data(&self) -> TraceData {
+        let m = &self.0;
+        TraceData {
+            payload: m.data_payload.clone().map(Json),
+            size: m.data_size,
+            data_type: m.data_type.clone(),
+            preview: m.data_preview.clone(),
+        }
+    }
+    /// Present when the transfer failed.
+    async fn error(&self) -> Option<TraceError> {
+        TraceError::of(&self.0)
+    }
+    /// The (sub)graph the connection belongs to (`main` unless the client said otherwise).
+    async fn graph_id(&self) -> &str {
+        &self.0.graph_id
+    }
+    /// Display name of the (sub)graph.
+    async fn graph_name(&self) -> Option<&str> {
+        self.0.graph_name.as_deref()
+    }
+    /// The id of the trace this one came from, as the client gave it.
+    async fn parent_trace_id(&self) -> Option<ID> {
+        self.0.parent_trace_id.clone().map(ID)
+    }
+    /// Nesting depth of the subgraph (0 for the main graph).
+    async fn depth(&self) -> i32 {
+        self.0.depth
+    }
+    /// Server-assigned position in commit order (a 64-bit integer as a decimal string).
+    async fn seq(&self) -> String {
+        self.0.seq.to_string()
+    }
+}
+
+/// `totalCount` of a trace list, counted only when asked for.
+pub struct TraceTotal(TraceFilter);
+
+#[Object]
+impl TraceTotal {
+    /// Traces matching the filter, across all pages.
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
+        store(ctx).count_traces(&self.0).await.gql()
+    }
+}
+
+pub type TraceConnection = Connection<String, Trace, TraceTotal, EmptyFields>;
+
+pub async fn traces_page(
+    ctx: &Context<'_>,
+    filter: TraceFilter,
+    args: PageArgs,
+) -> async_graphql::Result<TraceConnection> {
+    let page = args.page::<TraceKey>(limits(ctx))?;
+    let rows = store(ctx).traces(&filter, &page).await.gql()?;
+    Ok(connection(rows, trace_cursor, Trace, TraceTotal(filter)))
+}
+
+#[derive(Default)]
+pub struct TracesQuery;
+
+#[Object]
+impl TracesQuery {
+    /// Traces of a session or a workflow, oldest first (by timestamp, then commit order). `from`/`to` are
+    /// inclusive; `nodeId` matches either end.
+    #[expect(clippy::too_many_arguments, reason = "one GraphQL argument each")]
+    #[graphql(complexity = "super::pagination::cost(first, last, child_complexity)")]
+    async fn traces(
+        &self,
+        ctx: &Context<'_>,
+        session_id: Option<ID>,
+        workflow_id: Option<String>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        node_id: Option<String>,
+        status: Option<TraceStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<TraceConnection> {
+        let session_id = session_id.map(|id| id_arg("sessionId", id)).transpose()?;
+        let filter = TraceFilter { session_id, workflow_id, from, to, node_id, status };
+        traces_page(ctx, filter, PageArgs { first, after, last, before }).await
+    }
+}
+
+pub use record::{RecordResult, TraceInput, TracesMutation};
