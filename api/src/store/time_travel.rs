@@ -9,7 +9,7 @@ use entity::{session, trace};
 
 use super::traces::TRACE_COLUMNS;
 use super::{Sql, Store, StoreError, StoreResult};
-use crate::domain::{SessionStatus, TraceStatus};
+use crate::domain::{EventType, SessionStatus, TraceStatus};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeStatus {
@@ -49,7 +49,7 @@ struct NodeRow {
     last_input_seq: Option<i64>,
     last_output_seq: Option<i64>,
     last_error_seq: Option<i64>,
-    last_lifecycle: Option<String>,
+    last_lifecycle: Option<EventType>,
 }
 
 impl Store {
@@ -129,10 +129,10 @@ impl Store {
                     node_id: r.node,
                 };
                 node.node_name = name_from_latest(&node);
-                node.status = match r.last_lifecycle.as_deref() {
-                    Some("START") => NodeStatus::Running,
-                    Some("COMPLETE") => NodeStatus::Completed,
-                    Some("ERROR") => NodeStatus::Failed,
+                node.status = match r.last_lifecycle {
+                    Some(EventType::Start) => NodeStatus::Running,
+                    Some(EventType::Complete) => NodeStatus::Completed,
+                    Some(EventType::Error) => NodeStatus::Failed,
                     _ => status_from_traces(&node),
                 };
                 node
