@@ -19,7 +19,7 @@ use crate::http::ws::WsSettings;
 use crate::http::{self, HttpState};
 use crate::live::Live;
 use crate::store::Store;
-use crate::store::retention::run_retention;
+use crate::store::retention::{retention_round, run_retention};
 use crate::webhooks::Webhooks;
 
 /// The database the process uses, and the embedded cluster behind it when there is one.
@@ -164,6 +164,7 @@ pub async fn spawn_on(
         tracing::info!("policy: {change}");
     }
     let plain = !mode.is_timescaledb();
+    retention_round(&store, &policies, plain).await;
     tokio::spawn(run_retention(store.clone(), policies, plain, Duration::from_secs(3600)));
 
     crate::metrics::install();

@@ -41,15 +41,21 @@ impl Store {
     }
 }
 
-/// Runs `delete_expired` every `every` until the process ends; failures are logged and retried next round.
+/// One round of `delete_expired`, logged; a failure is logged and left to the next round.
+pub async fn retention_round(store: &Store, policies: &Policies, plain: bool) {
+    match store.delete_expired(policies, plain).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "retention deleted expired rows"),
+        Err(err) => tracing::warn!(%err, "retention failed; retrying next round"),
+    }
+}
+
+/// Runs a round every `every`, the first after `every`: the server runs one before it accepts requests, so that no
+/// round races the first writes after a start.
 pub async fn run_retention(store: Store, policies: Policies, plain: bool, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tick.tick().await;
-        match store.delete_expired(&policies, plain).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(rows = n, "retention deleted expired rows"),
-            Err(err) => tracing::warn!(%err, "retention failed; retrying next round"),
-        }
+        retention_round(&store, &policies, plain).await;
     }
 }
