@@ -69,7 +69,7 @@ impl NodeState {
     }
 }
 
-/// A workflow as it was at `at`.
+/// A workflow as it was at `at`, in one of its sessions.
 pub struct WorkflowState(time_travel::WorkflowState);
 
 #[Object]
@@ -77,7 +77,7 @@ impl WorkflowState {
     async fn at(&self) -> DateTime<Utc> {
         self.0.at
     }
-    /// The session running at `at`, else the latest one started before it.
+    /// The session this state is of.
     async fn session(&self) -> Session {
         Session(self.0.session.clone())
     }
@@ -115,8 +115,10 @@ pub struct TimeTravelQuery;
 
 #[Object]
 impl TimeTravelQuery {
-    /// The workflow as it was at `at`: the session then running (else the latest started before), its status then,
-    /// and each node's state from rows up to `at` only. Null when the workflow had no session by `at`.
+    /// The workflow as it was at `at`: the session then running (when several ran, the one started last; when none
+    /// ran, the latest started before `at`), its status then, and each node's state from rows up to `at` only. Null
+    /// when the workflow had no session by `at`. Ask `sessionStateAt` for a given session, `runningSessions` for all
+    /// that ran at `at`.
     #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn workflow_state_at(
         &self,
@@ -125,6 +127,38 @@ impl TimeTravelQuery {
         at: DateTime<Utc>,
     ) -> async_graphql::Result<Option<WorkflowState>> {
         Ok(store(ctx).workflow_state_at(&workflow_id, at).await.gql()?.map(WorkflowState))
+    }
+
+    /// One session as it was at `at`, with each node's state from rows up to `at` only (the same state
+    /// `workflowStateAt` gives when it picks this session). Null when the session had not started by `at`;
+    /// NOT_FOUND for an unknown session.
+    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
+    async fn session_state_at(
+        &self,
+        ctx: &Context<'_>,
+        session_id: ID,
+        at: DateTime<Utc>,
+    ) -> async_graphql::Result<Option<WorkflowState>> {
+        let session_id = id_arg("sessionId", session_id)?;
+        Ok(store(ctx).session_state_at(&session_id, at).await.gql()?.map(WorkflowState))
+    }
+
+    /// The sessions of a workflow running at `at` (started by then and not ended by then), the latest started
+    /// first; at most `first` (default 100, at most 1 000).
+    #[graphql(complexity = "super::QUERY_COST + first.unwrap_or(100).max(0) as usize * child_complexity")]
+    async fn running_sessions(
+        &self,
+        ctx: &Context<'_>,
+        workflow_id: String,
+        at: DateTime<Utc>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<Session>> {
+        let first = first.unwrap_or(100);
+        if !(1..=1000).contains(&first) {
+            return Err(bad_input(format!("first must be between 1 and 1000, got {first}")));
+        }
+        let rows = store(ctx).running_sessions(&workflow_id, at, first.into()).await.gql()?;
+        Ok(rows.into_iter().map(Session).collect())
     }
 
     /// Every trace of a session in `[start, end]`, ordered by (timestamp, seq).

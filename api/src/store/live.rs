@@ -115,11 +115,7 @@ impl Store {
         let changes = rows
             .into_iter()
             .filter_map(|(_, seq, session_id, status)| {
-                Some(SessionChange {
-                    seq: seq?,
-                    session_id: session_id?,
-                    status,
-                })
+                Some(SessionChange { seq: seq?, session_id: session_id?, status })
             })
             .collect();
         Ok((changes, next))

@@ -34,7 +34,8 @@ pub struct SessionFilter {
     pub search: Option<String>,
 }
 
-const COLUMNS: &str = "id, start_time, workflow_id, workflow_version_id, workflow_name, user_id, end_time, status,
+pub(super) const SESSION_COLUMNS: &str =
+    "id, start_time, workflow_id, workflow_version_id, workflow_name, user_id, end_time, status,
     total_traces, success_count, error_count, warning_count, total_data_size, total_duration, timed_traces,
     metadata, created_at, updated_at";
 
@@ -95,7 +96,7 @@ impl Store {
         }
         // Read inside the transaction: after commit, retention may already delete a session that started long ago.
         let session: session::Model = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM flow_trace_sessions WHERE id = $1 LIMIT 1"
+            "SELECT {SESSION_COLUMNS} FROM flow_trace_sessions WHERE id = $1 LIMIT 1"
         )))
         .bind(&id)
         .fetch_one(&mut *tx)
@@ -125,7 +126,7 @@ impl Store {
         // Completions of one session queue on its row: each sees what the one before it did, so an identical repeat
         // finds the session ended as it asks and returns it.
         let current: Option<session::Model> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM flow_trace_sessions WHERE id = $1 LIMIT 1 FOR UPDATE"
+            "SELECT {SESSION_COLUMNS} FROM flow_trace_sessions WHERE id = $1 LIMIT 1 FOR UPDATE"
         )))
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -151,7 +152,7 @@ impl Store {
         }
         let updated: session::Model = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE flow_trace_sessions SET status = $3, end_time = $4, updated_at = now()
-             WHERE id = $1 AND start_time = $2 RETURNING {COLUMNS}"
+             WHERE id = $1 AND start_time = $2 RETURNING {SESSION_COLUMNS}"
         )))
         .bind(id)
         .bind(current.start_time)
@@ -165,7 +166,7 @@ impl Store {
     }
 
     pub async fn session(&self, id: &str) -> StoreResult<Option<session::Model>> {
-        let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM flow_trace_sessions WHERE id = "));
+        let mut sql = Sql::new(&format!("SELECT {SESSION_COLUMNS} FROM flow_trace_sessions WHERE id = "));
         let p = sql.bind(id);
         sql.push(&p).push(" LIMIT 1");
         Ok(self.all(sql).await?.into_iter().next())
@@ -177,7 +178,7 @@ impl Store {
         filter: &SessionFilter,
         page: &Page<SessionKey>,
     ) -> StoreResult<PageOf<session::Model>> {
-        let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM flow_trace_sessions WHERE TRUE"));
+        let mut sql = Sql::new(&format!("SELECT {SESSION_COLUMNS} FROM flow_trace_sessions WHERE TRUE"));
         filter_sql(&mut sql, filter);
         keyset(&mut sql, ("start_time", "id"), page, true);
         Ok(finish(self.all(sql).await?, page))

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use entity::{session, trace};
 
+use super::sessions::SESSION_COLUMNS;
 use super::traces::TRACE_COLUMNS;
 use super::{Sql, Store, StoreError, StoreResult};
 use crate::domain::{EventType, SessionStatus, TraceStatus};
@@ -53,22 +54,51 @@ struct NodeRow {
 }
 
 impl Store {
-    /// The session running at `at` (else the latest started before it) and each of its nodes as of `at`; `None`
-    /// when the workflow had no session by then.
+    /// The session running at `at` (the latest started when several ran; else the latest started before it) and
+    /// each of its nodes as of `at`; `None` when the workflow had no session by then.
     pub async fn workflow_state_at(&self, workflow_id: &str, at: DateTime<Utc>) -> StoreResult<Option<WorkflowState>> {
         // flow_trace_sessions_workflow_idx (workflow_id, start_time DESC) bounds the scan to the workflow.
-        let mut sql = Sql::new(
-            "SELECT id, start_time, workflow_id, workflow_version_id, workflow_name, user_id, end_time, status,
-                total_traces, success_count, error_count, warning_count, total_data_size, total_duration, timed_traces,
-                metadata, created_at, updated_at
-             FROM flow_trace_sessions WHERE workflow_id = ",
-        );
+        let mut sql = Sql::new(&format!("SELECT {SESSION_COLUMNS} FROM flow_trace_sessions WHERE workflow_id = "));
         let (w, a) = (sql.bind(workflow_id.to_owned()), sql.bind(at));
         sql.push(&format!(
             "{w} AND start_time <= {a}
              ORDER BY (end_time IS NULL OR end_time > {a}) DESC, start_time DESC, id DESC LIMIT 1"
         ));
         let Some(session) = self.all::<session::Model>(sql).await?.into_iter().next() else { return Ok(None) };
+        Ok(Some(self.state_at(session, at).await?))
+    }
+
+    /// One session and each of its nodes as of `at`: NOT_FOUND for an unknown session, `None` when it had not
+    /// started by `at`.
+    pub async fn session_state_at(&self, session_id: &str, at: DateTime<Utc>) -> StoreResult<Option<WorkflowState>> {
+        let session = self
+            .session(session_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("session {session_id} does not exist")))?;
+        if session.start_time > at {
+            return Ok(None);
+        }
+        Ok(Some(self.state_at(session, at).await?))
+    }
+
+    /// The sessions of a workflow running at `at` (started by then, not ended by then), latest started first.
+    pub async fn running_sessions(
+        &self,
+        workflow_id: &str,
+        at: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<session::Model>> {
+        // flow_trace_sessions_workflow_idx (workflow_id, start_time DESC).
+        let mut sql = Sql::new(&format!("SELECT {SESSION_COLUMNS} FROM flow_trace_sessions WHERE workflow_id = "));
+        let (w, a, l) = (sql.bind(workflow_id.to_owned()), sql.bind(at), sql.bind(limit));
+        sql.push(&format!(
+            "{w} AND start_time <= {a} AND (end_time IS NULL OR end_time > {a})
+             ORDER BY start_time DESC, id DESC LIMIT {l}"
+        ));
+        self.all(sql).await
+    }
+
+    async fn state_at(&self, session: session::Model, at: DateTime<Utc>) -> StoreResult<WorkflowState> {
         let session_status = match session.end_time {
             Some(end) if end <= at => session.status,
             _ => SessionStatus::Running,
@@ -138,7 +168,7 @@ impl Store {
                 node
             })
             .collect();
-        Ok(Some(WorkflowState { at, session, session_status, nodes }))
+        Ok(WorkflowState { at, session, session_status, nodes })
     }
 
     async fn traces_by_seq(&self, session_id: &str, seqs: Vec<i64>) -> StoreResult<HashMap<i64, trace::Model>> {

@@ -296,3 +296,72 @@ async fn replay_traces_returns_the_window_in_order() {
     let (code, _) = app.err(q, json!({ "s": s, "start": at(20), "end": at(5) })).await;
     assert_eq!(code, "BAD_USER_INPUT");
 }
+
+const SESSION_STATE: &str = "query($s: ID!, $at: DateTime!) { sessionStateAt(sessionId: $s, at: $at) {
+    sessionStatus session { id } nodes { nodeId status inputCount outputCount } } }";
+const RUNNING: &str = "query($w: String!, $at: DateTime!) { runningSessions(workflowId: $w, at: $at) { id } }";
+
+/// Two overlapping sessions of one workflow: `workflowStateAt` picks the one started last among those running, and
+/// `sessionStateAt` answers for either, whichever `workflowStateAt` picks.
+async fn check_overlapping(app: &TestApp) {
+    // long: 0..600 s, nodes a → b; short: 100..300 s, nodes x → y.
+    let long = session(app, "overlap", 0).await;
+    let short = session(app, "overlap", 100).await;
+    record(app, long, vec![trace(50, "SUCCESS", "a", "b"), trace(150, "SUCCESS", "a", "b")]).await;
+    record(app, short, vec![trace(120, "SUCCESS", "x", "y")]).await;
+    app.ok(COMPLETE, json!({ "id": short, "s": "COMPLETED", "end": at(300) })).await;
+    app.ok(COMPLETE, json!({ "id": long, "s": "FAILED", "end": at(600) })).await;
+
+    let picked = app.ok(STATE, json!({ "w": "overlap", "at": at(200) })).await;
+    assert_eq!(picked["workflowStateAt"]["session"]["id"], json!(short.to_string()), "the one started last");
+
+    let state = |s: Uuid, t: i64| async move {
+        app.ok(SESSION_STATE, json!({ "s": s, "at": at(t) })).await["sessionStateAt"].clone()
+    };
+    let long_at_200 = state(long, 200).await;
+    assert_eq!(long_at_200["session"]["id"], json!(long.to_string()));
+    assert_eq!(long_at_200["sessionStatus"], "RUNNING");
+    let nodes: Vec<(&str, i64, i64)> = long_at_200["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["nodeId"].as_str().expect("id"),
+                n["inputCount"].as_i64().expect("in"),
+                n["outputCount"].as_i64().expect("out"),
+            )
+        })
+        .collect();
+    assert_eq!(nodes, vec![("a", 0, 2), ("b", 2, 0)], "only the long session's nodes, both of its traces");
+    assert_eq!(state(long, 700).await["sessionStatus"], "FAILED");
+    assert_eq!(state(short, 50).await, Value::Null, "not started yet");
+    assert_eq!(state(short, 250).await["nodes"].as_array().map(Vec::len), Some(2));
+
+    let running = |t: i64| async move {
+        let data = app.ok(RUNNING, json!({ "w": "overlap", "at": at(t) })).await;
+        data["runningSessions"].as_array().expect("list").iter().map(|s| s["id"].clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(running(200).await, vec![json!(short.to_string()), json!(long.to_string())]);
+    assert_eq!(running(300).await, vec![json!(long.to_string())], "a session ended at `at` no longer runs");
+    assert_eq!(running(650).await, Vec::<Value>::new());
+
+    let (code, _) = app.err(SESSION_STATE, json!({ "s": Uuid::new_v4(), "at": at(0) })).await;
+    assert_eq!(code, "NOT_FOUND");
+    let (code, _) = app
+        .err(
+            "query($at: DateTime!) { runningSessions(workflowId: \"overlap\", at: $at, first: 0) { id } }",
+            json!({ "at": at(0) }),
+        )
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn session_state_at_and_running_sessions_answer_for_overlapping_sessions_in_both_modes() {
+    let app = TestApp::start(Kind::Default).await;
+    check_overlapping(&app).await;
+    if let Some(db) = try_test_db(Kind::Plain).await {
+        check_overlapping(&TestApp::with_db(db, Default::default()).await).await;
+    }
+}
