@@ -12,14 +12,31 @@ use crate::error::{Gql, bad_input};
 use crate::store::time_travel::{self, NodeStatus as StoreNodeStatus};
 use crate::store::traces::TraceFilter;
 
-/// A node's state at a moment.
+/// A node's state at a moment, from the session's rows up to that moment only. The rules, first match wins:
+///
+/// | # | when | status |
+/// |---|---|---|
+/// | 1 | the node reported a START, COMPLETE or ERROR event | the latest one's: RUNNING, COMPLETED, FAILED. Latest by timestamp; at one instant an ERROR outranks the others, else the later committed wins |
+/// | 2 | the latest trace it emitted failed | FAILED |
+/// | 3 | it received a trace after the latest it emitted, or received but never emitted | RUNNING |
+/// | 4 | it emitted a trace | COMPLETED |
+/// | 5 | otherwise (seen in events only) | IDLE |
+///
+/// Once the session has ended as of the moment, no node is RUNNING: a node the rules above find RUNNING takes
+/// COMPLETED when the session completed, else the session's outcome (FAILED, CANCELLED). Traces and events at one
+/// timestamp are ordered by commit (`seq`).
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum NodeStatus {
     /// Seen, but neither running nor done.
     Idle,
+    /// Started, or received data it has not answered yet, in a session still running.
     Running,
+    /// Done.
     Completed,
+    /// Failed: an ERROR event, a failed trace it emitted, or running when its session failed.
     Failed,
+    /// Running when its session was cancelled.
+    Cancelled,
 }
 
 impl From<StoreNodeStatus> for NodeStatus {
@@ -29,6 +46,7 @@ impl From<StoreNodeStatus> for NodeStatus {
             StoreNodeStatus::Running => NodeStatus::Running,
             StoreNodeStatus::Completed => NodeStatus::Completed,
             StoreNodeStatus::Failed => NodeStatus::Failed,
+            StoreNodeStatus::Cancelled => NodeStatus::Cancelled,
         }
     }
 }
@@ -43,7 +61,7 @@ impl NodeState {
     async fn node_name(&self) -> Option<&str> {
         self.0.node_name.as_deref()
     }
-    /// From the node's latest START/COMPLETE/ERROR event, else from its traces.
+    /// By the rules of `NodeStatus`.
     async fn status(&self) -> NodeStatus {
         self.0.status.into()
     }

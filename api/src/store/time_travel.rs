@@ -18,6 +18,7 @@ pub enum NodeStatus {
     Running,
     Completed,
     Failed,
+    Cancelled,
 }
 
 #[derive(Clone, Debug)]
@@ -110,10 +111,10 @@ impl Store {
         let minute = at.duration_trunc(TimeDelta::minutes(1)).map_err(|e| StoreError::BadInput(e.to_string()))?;
         let mut sql = Sql::new("");
         let (s, a, m) = (sql.bind(session.id.clone()), sql.bind(at), sql.bind(minute));
-        let latest = |table: &str, column: &str, extra: &str, what: &str| {
+        let latest = |table: &str, column: &str, extra: &str, what: &str, order: &str| {
             format!(
                 "(SELECT {what} FROM {table} WHERE session_id = {s} AND {column} = n.node AND timestamp <= {a}{extra}
-                  ORDER BY timestamp DESC, seq DESC LIMIT 1)"
+                  ORDER BY timestamp DESC, {order}seq DESC LIMIT 1)"
             )
         };
         sql.push(&format!(
@@ -135,10 +136,17 @@ impl Store {
             SELECT n.node, COALESCE(c.inputs, 0) AS input_count, COALESCE(c.outputs, 0) AS output_count,
                 {} AS last_input_seq, {} AS last_output_seq, {} AS last_error_seq, {} AS last_lifecycle
             FROM nodes n LEFT JOIN counts c USING (node) ORDER BY n.node",
-            latest("flow_traces", "target_node_id", "", "seq"),
-            latest("flow_traces", "source_node_id", "", "seq"),
-            latest("flow_traces", "source_node_id", " AND status = 'ERROR'", "seq"),
-            latest("flow_trace_events", "node_id", " AND event_type IN ('START', 'COMPLETE', 'ERROR')", "event_type"),
+            latest("flow_traces", "target_node_id", "", "seq", ""),
+            latest("flow_traces", "source_node_id", "", "seq", ""),
+            latest("flow_traces", "source_node_id", " AND status = 'ERROR'", "seq", ""),
+            // At one instant an ERROR outranks the other lifecycle events (rule 1 of `NodeStatus`).
+            latest(
+                "flow_trace_events",
+                "node_id",
+                " AND event_type IN ('START', 'COMPLETE', 'ERROR')",
+                "event_type",
+                "event_type = 'ERROR' DESC, "
+            ),
         ));
         let rows: Vec<NodeRow> = self.all(sql).await?;
         let wanted = rows.iter().flat_map(|r| [r.last_input_seq, r.last_output_seq, r.last_error_seq]).flatten();
@@ -165,6 +173,15 @@ impl Store {
                     Some(EventType::Error) => NodeStatus::Failed,
                     _ => status_from_traces(&node),
                 };
+                // Rule 3: once the session has ended, nothing in it runs.
+                if node.status == NodeStatus::Running {
+                    node.status = match session_status {
+                        SessionStatus::Running => NodeStatus::Running,
+                        SessionStatus::Completed => NodeStatus::Completed,
+                        SessionStatus::Failed => NodeStatus::Failed,
+                        SessionStatus::Cancelled => NodeStatus::Cancelled,
+                    };
+                }
                 node
             })
             .collect();

@@ -17,6 +17,7 @@ mod ingest;
 mod live;
 mod migrations;
 mod modes;
+mod node_status;
 mod process;
 mod queries;
 mod reliability;

@@ -129,6 +129,7 @@ async fn check_state(app: &TestApp) {
         (b["status"].as_str(), b["inputCount"].as_i64(), b["outputCount"].as_i64()),
         (Some("COMPLETED"), Some(2), Some(2))
     );
+    assert_eq!(node(&after_end, "d")["status"], "FAILED", "a sink does not run on after its session failed");
 }
 
 #[tokio::test]
