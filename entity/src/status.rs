@@ -2,7 +2,7 @@
 //! fails the read instead of turning into some default.
 
 macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(
             async_graphql::Enum, sea_orm::DeriveActiveEnum, sea_orm::EnumIter, serde::Serialize,
@@ -11,6 +11,7 @@ macro_rules! text_enum {
         #[sea_orm(rs_type = "String", db_type = "Text")]
         pub enum $name {
             $(
+                $(#[$vmeta])*
                 #[sea_orm(string_value = $text)]
                 #[serde(rename = $text)]
                 $variant
@@ -56,13 +57,42 @@ macro_rules! text_enum {
 
 text_enum!(
     /// Lifecycle of a session.
-    SessionStatus { Running = "RUNNING", Completed = "COMPLETED", Failed = "FAILED", Cancelled = "CANCELLED" }
+    SessionStatus {
+        /// Started and not ended.
+        Running = "RUNNING",
+        /// Ended as it should.
+        Completed = "COMPLETED",
+        /// Ended by a failure.
+        Failed = "FAILED",
+        /// Stopped before it ended.
+        Cancelled = "CANCELLED",
+    }
 );
 text_enum!(
     /// Outcome of one data transfer.
-    TraceStatus { Success = "SUCCESS", Error = "ERROR", Warning = "WARNING" }
+    TraceStatus {
+        /// The data arrived.
+        Success = "SUCCESS",
+        /// The transfer failed; the error belongs to the node that emitted it.
+        Error = "ERROR",
+        /// The data arrived with a warning.
+        Warning = "WARNING",
+    }
 );
 text_enum!(
     /// What a node reported.
-    EventType { Input = "INPUT", Output = "OUTPUT", Error = "ERROR", Log = "LOG", Start = "START", Complete = "COMPLETE" }
+    EventType {
+        /// It received data.
+        Input = "INPUT",
+        /// It emitted data.
+        Output = "OUTPUT",
+        /// It failed.
+        Error = "ERROR",
+        /// A log line.
+        Log = "LOG",
+        /// It started running.
+        Start = "START",
+        /// It finished.
+        Complete = "COMPLETE",
+    }
 );

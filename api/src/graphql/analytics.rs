@@ -9,7 +9,9 @@ use crate::store::analytics::{self, NodePerformanceRow, SessionStatsRow};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Granularity {
+    /// One bucket per hour (UTC).
     Hour,
+    /// One bucket per day (UTC).
     Day,
 }
 

@@ -57,11 +57,15 @@ impl HealthQuery {
 /// One of the three tables.
 #[derive(SimpleObject)]
 pub struct TableStorage {
+    /// The table's name.
     pub name: String,
     /// False in plain mode.
     pub hypertable: bool,
+    /// Chunks of the hypertable; 0 in plain mode.
     pub chunks: i64,
+    /// Of those, compressed.
     pub compressed_chunks: i64,
+    /// Bytes on disk, indexes and TOAST included.
     pub total_bytes: i64,
     /// Bytes of the compressed chunks before compression; null when none is compressed.
     pub before_compression_bytes: Option<i64>,
@@ -74,7 +78,9 @@ pub struct TableStorage {
 /// A continuous aggregate's freshness.
 #[derive(SimpleObject)]
 pub struct AggregateStatus {
+    /// The continuous aggregate (a view of the same name in plain mode).
     pub name: String,
+    /// When its last successful refresh finished; null in plain mode and before the first.
     pub last_refresh: Option<DateTime<Utc>>,
     /// Seconds since the last successful refresh.
     pub lag_seconds: Option<f64>,
@@ -83,23 +89,36 @@ pub struct AggregateStatus {
 /// A TimescaleDB background job.
 #[derive(SimpleObject)]
 pub struct JobStatus {
+    /// TimescaleDB's job id.
     pub job_id: i32,
     /// e.g. policy_compression, policy_retention, policy_refresh_continuous_aggregate.
     pub kind: String,
+    /// The hypertable or continuous aggregate it works on.
     pub target: Option<String>,
+    /// How often it runs, as a PostgreSQL interval.
     pub schedule: String,
+    /// Success or Failed; null before its first run.
     pub last_run_status: Option<String>,
+    /// When its last run started.
     pub last_run_started_at: Option<DateTime<Utc>>,
+    /// When it runs next.
     pub next_start: Option<DateTime<Utc>>,
+    /// Runs so far.
     pub total_runs: Option<i64>,
+    /// Of those, failed.
     pub total_failures: Option<i64>,
 }
 
+/// What the database holds and how it is kept.
 #[derive(SimpleObject)]
 pub struct StorageStats {
+    /// TIMESCALEDB or PLAIN.
     pub mode: String,
+    /// The sessions, traces and events tables.
     pub tables: Vec<TableStorage>,
+    /// The continuous aggregates behind the analytics queries.
     pub aggregates: Vec<AggregateStatus>,
+    /// TimescaleDB's background jobs (compression, retention, refresh); empty in plain mode.
     pub jobs: Vec<JobStatus>,
 }
 

@@ -123,8 +123,11 @@ pub struct StartSessionInput {
 #[derive(InputObject, Default)]
 #[graphql(name = "SessionFilter")]
 pub struct SessionFilterInput {
+    /// Sessions of this workflow.
     pub workflow_id: Option<String>,
+    /// Sessions with this status now.
     pub status: Option<SessionStatus>,
+    /// Sessions started by this user.
     pub user_id: Option<String>,
     /// Sessions that started at or after this time.
     pub started_after: Option<DateTime<Utc>>,

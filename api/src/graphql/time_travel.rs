@@ -55,9 +55,11 @@ pub struct NodeState(time_travel::NodeState);
 
 #[Object]
 impl NodeState {
+    /// The node's id in the workflow graph.
     async fn node_id(&self) -> &str {
         &self.0.node_id
     }
+    /// Its name in its latest trace up to the moment.
     async fn node_name(&self) -> Option<&str> {
         self.0.node_name.as_deref()
     }
@@ -73,9 +75,11 @@ impl NodeState {
     async fn output_count(&self) -> i64 {
         self.0.output_count
     }
+    /// The latest trace it received up to the moment.
     async fn last_input(&self) -> Option<Trace> {
         self.0.last_input.clone().map(Trace)
     }
+    /// The latest trace it emitted up to the moment.
     async fn last_output(&self) -> Option<Trace> {
         self.0.last_output.clone().map(Trace)
     }
@@ -92,6 +96,7 @@ pub struct WorkflowState(time_travel::WorkflowState);
 
 #[Object]
 impl WorkflowState {
+    /// The moment this state is of.
     async fn at(&self) -> DateTime<Utc> {
         self.0.at
     }

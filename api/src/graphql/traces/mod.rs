@@ -37,28 +37,40 @@ pub fn trace_cursor(m: &trace::Model) -> String {
 #[derive(SimpleObject)]
 #[graphql(name = "NodeRef")]
 pub struct NodeRefOut {
+    /// The node's id in the workflow graph.
     pub node_id: String,
+    /// The node's display name, as the engine reported it.
     pub node_name: Option<String>,
+    /// The node's kind (e.g. a transform or an HTTP call), as the engine reported it.
     pub node_type: Option<String>,
+    /// The port the data left or entered by.
     pub port_id: Option<String>,
+    /// The port's display name.
     pub port_name: Option<String>,
+    /// The port's data type.
     pub port_type: Option<String>,
 }
 
 #[derive(SimpleObject)]
 pub struct TraceData {
+    /// The data passed, as JSON; null when the engine sent none.
     pub payload: Option<Json<serde_json::Value>>,
     /// Bytes.
     pub size: Option<i64>,
+    /// The data's type, as the engine named it.
     #[graphql(name = "type")]
     pub data_type: Option<String>,
+    /// A short text rendering for lists.
     pub preview: Option<String>,
 }
 
 #[derive(SimpleObject, Clone)]
 pub struct TraceError {
+    /// What went wrong.
     pub message: String,
+    /// A machine-readable code, e.g. ETIMEDOUT.
     pub code: Option<String>,
+    /// The stack trace, when the engine sent one.
     pub stack: Option<String>,
 }
 

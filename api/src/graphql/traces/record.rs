@@ -39,18 +39,24 @@ impl From<NodeRefInput> for NodeRef {
 
 #[derive(InputObject, Default)]
 pub struct TraceDataInput {
+    /// The data passed, as JSON.
     pub payload: Option<Json<serde_json::Value>>,
     /// Bytes; the payload's JSON length when absent.
     pub size: Option<i64>,
+    /// The data's type, as the engine names it.
     #[graphql(name = "type")]
     pub data_type: Option<String>,
+    /// A short text rendering for lists.
     pub preview: Option<String>,
 }
 
 #[derive(InputObject)]
 pub struct TraceErrorInput {
+    /// What went wrong.
     pub message: String,
+    /// A machine-readable code, e.g. ETIMEDOUT.
     pub code: Option<String>,
+    /// The stack trace.
     pub stack: Option<String>,
 }
 
