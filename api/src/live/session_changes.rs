@@ -39,13 +39,19 @@ impl Source for SessionChanges {
 
     async fn read(&mut self, _woken_for: i64) -> StoreResult<Batch<ChangeBatch>> {
         let (changes, mark) = self.store.session_changes_since(&self.mark, &self.follow).await?;
-        let mut updates = Vec::with_capacity(changes.len());
-        for change in changes {
-            // A session deleted by retention since has nothing left to tell.
-            if let Some(session) = self.store.session(&change.session_id).await? {
-                updates.push(SessionUpdate { change, session });
-            }
-        }
+        let sessions = if changes.is_empty() {
+            Default::default()
+        } else {
+            self.store.sessions_by_id(changes.iter().map(|c| c.session_id.clone()).collect()).await?
+        };
+        // A session deleted by retention since has nothing left to tell.
+        let updates = changes
+            .into_iter()
+            .filter_map(|change| {
+                let session = sessions.get(&change.session_id)?.clone();
+                Some(SessionUpdate { change, session })
+            })
+            .collect();
         // Only a read that got through moves the mark: a failed one is repeated whole, so nothing is returned twice.
         self.mark = mark.clone();
         Ok(Batch { items: vec![ChangeBatch { updates, mark }], more: false })

@@ -1,5 +1,7 @@
 //! Sessions: start, complete, look up, list.
 
+use std::collections::HashMap;
+
 use super::cursor::{Page, PageOf, SessionKey, finish, keyset};
 use super::ids::{check_id, generate_id};
 use super::ingest::{check_name, check_time};
@@ -170,6 +172,14 @@ impl Store {
         let p = sql.bind(id);
         sql.push(&p).push(" LIMIT 1");
         Ok(self.all(sql).await?.into_iter().next())
+    }
+
+    /// The sessions with these ids, by id (one read for many, as live delivery needs); unknown ids are left out.
+    pub async fn sessions_by_id(&self, ids: Vec<String>) -> StoreResult<HashMap<String, session::Model>> {
+        let mut sql = Sql::new(&format!("SELECT {SESSION_COLUMNS} FROM flow_trace_sessions WHERE id = ANY("));
+        let p = sql.bind(ids);
+        sql.push(&p).push(")");
+        Ok(self.all::<session::Model>(sql).await?.into_iter().map(|s| (s.id.clone(), s)).collect())
     }
 
     /// Newest first, keyset-paginated on (start_time, id).
