@@ -19,6 +19,7 @@ use crate::http::ws::WsSettings;
 use crate::http::{self, HttpState};
 use crate::live::Live;
 use crate::store::Store;
+use crate::store::aggregate_refresh::run_refresh;
 use crate::store::retention::{retention_round, run_retention};
 use crate::webhooks::Webhooks;
 
@@ -165,7 +166,11 @@ pub async fn spawn_on(
     }
     let plain = !mode.is_timescaledb();
     retention_round(&store, &policies, plain).await;
-    tokio::spawn(run_retention(store.clone(), policies, plain, Duration::from_secs(3600)));
+    tokio::spawn(run_retention(store.clone(), policies.clone(), plain, Duration::from_secs(3600)));
+    if !plain && args.late_data_refresh_ms > 0 {
+        let every = Duration::from_millis(args.late_data_refresh_ms);
+        tokio::spawn(run_refresh(store.clone(), policies.clone(), every));
+    }
 
     crate::metrics::install();
     let (stop, stopped) = watch::channel(false);
@@ -173,7 +178,7 @@ pub async fn spawn_on(
     if let Some(webhooks) = webhooks {
         webhooks.start(store.clone(), live.clone(), stopped.clone()).await.context("starting webhook delivery")?;
     }
-    let options = SchemaOptions { introspection: !args.no_introspection };
+    let options = SchemaOptions { introspection: !args.no_introspection, policies };
     let gate = graphql::build(store.clone(), live, args.limits.clone(), options);
     let ws = WsSettings {
         init_timeout: Duration::from_secs(args.limits.ws_init_timeout_secs),

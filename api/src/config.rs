@@ -60,7 +60,6 @@ pub struct DatabaseArgs {
 }
 
 #[derive(Subcommand, Debug)]
-#[expect(clippy::large_enum_variant, reason = "parsed once at startup")]
 pub enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
@@ -140,6 +139,10 @@ pub struct ServeArgs {
     pub limits: Limits,
     #[command(flatten)]
     pub policies: PolicyArgs,
+    /// TimescaleDB: how often, in milliseconds, to look for late data below the continuous aggregates' watermark
+    /// and refresh what it touched; 0 leaves it to the refresh policies.
+    #[arg(long, env = "FLOWTRACE_LATE_DATA_REFRESH_MS", default_value_t = 2000)]
+    pub late_data_refresh_ms: u64,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -163,6 +166,7 @@ impl Default for ServeArgs {
             body_limit: 64 * 1024 * 1024,
             limits: Limits::default(),
             policies: PolicyArgs::default(),
+            late_data_refresh_ms: 2000,
             auth: AuthArgs::default(),
             webhooks: WebhookArgs::default(),
             cors_origins: Vec::new(),
@@ -231,6 +235,9 @@ pub struct ImportArgs {
     pub batch_rows: usize,
     #[command(flatten)]
     pub limits: Limits,
+    /// The retention the aggregates are refreshed within after the import (see `policies`).
+    #[command(flatten)]
+    pub policies: PolicyArgs,
 }
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {

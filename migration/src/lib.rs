@@ -13,6 +13,8 @@ mod m20261124_000006_node_state;
 mod m20261130_000007_session_changes;
 mod m20261130_000008_webhooks;
 mod m20261202_000009_text_ids;
+mod m20261203_000010_edge_stats;
+mod m20261203_000011_aggregate_refreshes;
 pub mod mode;
 pub mod policies;
 
@@ -35,6 +37,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000007_session_changes::Migration),
             Box::new(m20261130_000008_webhooks::Migration),
             Box::new(m20261202_000009_text_ids::Migration),
+            Box::new(m20261203_000010_edge_stats::Migration),
+            Box::new(m20261203_000011_aggregate_refreshes::Migration),
         ]
     }
 }

@@ -29,7 +29,12 @@ impl MigrationTrait for Migration {
             statements.push(format!("ALTER TABLE {} SET (timescaledb.compress = false)", t.table));
         }
         for a in Policies::default().aggregates {
-            statements.push(format!("SELECT remove_continuous_aggregate_policy('{}', if_exists => true)", a.view));
+            // An aggregate a later migration created is gone already when this runs.
+            statements.push(format!(
+                "SELECT remove_continuous_aggregate_policy(to_regclass('{0}'), if_exists => true)
+                 WHERE to_regclass('{0}') IS NOT NULL",
+                a.view
+            ));
         }
         let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
         run_all(manager, &statements).await

@@ -59,7 +59,7 @@ impl Default for Policies {
             aggregates: vec![
                 refresh("session_stats_hourly", "flow_trace_sessions", "7 days", "1 hour"),
                 refresh("session_stats_daily", "flow_trace_sessions", "30 days", "1 day"),
-                refresh("node_performance_hourly", "flow_traces", "7 days", "1 hour"),
+                refresh("edge_stats_hourly", "flow_traces", "7 days", "1 hour"),
             ],
             refresh_every: "30 minutes".into(),
         }
@@ -121,6 +121,11 @@ impl Policies {
             self.apply_table(conn, t, &mut changed).await?;
         }
         for a in &self.aggregates {
+            // On a new database migration 5 runs before the aggregates of later migrations exist; those migrations
+            // apply the policies again once they have created them.
+            if !scalar_bool(conn, "SELECT to_regclass($1) IS NOT NULL", vec![a.view.into()]).await? {
+                continue;
+            }
             let current = job_matches(
                 conn,
                 // For aggregate policies the jobs view names the aggregate itself as the hypertable.

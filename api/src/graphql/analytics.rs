@@ -70,17 +70,18 @@ pub struct NodePerformanceBucket {
     pub bucket: DateTime<Utc>,
     /// The workflow.
     pub workflow_id: String,
-    /// The node that received the traces (their target).
+    /// The node.
     pub node_id: String,
-    /// Traces received.
+    /// Traces it received (it was their target).
     pub trace_count: i64,
-    /// Of those, status ERROR.
+    /// Traces it emitted with status ERROR: the node that failed, as in `NodeStatus` rule 2 (not the node that
+    /// received the failed trace).
     pub error_count: i64,
-    /// Milliseconds.
+    /// Milliseconds, over the traces it received; null when it received none with a duration.
     pub avg_duration: Option<f64>,
-    /// Milliseconds, the longest.
+    /// Milliseconds, the longest trace it received.
     pub max_duration: Option<f64>,
-    /// Bytes.
+    /// Bytes it received.
     pub total_data_size: i64,
 }
 
@@ -123,8 +124,9 @@ impl AnalyticsQuery {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    /// Hourly throughput, errors, durations and bytes per workflow and target node, for buckets overlapping
-    /// `[from, to]`, from `node_performance_hourly`.
+    /// Hourly throughput, errors, durations and bytes per workflow and node, for buckets overlapping `[from, to]`,
+    /// from `node_performance_hourly` (a view over the `edge_stats_hourly` aggregate, including data newer than its
+    /// last refresh). A node appears in an hour when it received a trace or emitted a failed one.
     #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn node_performance(
         &self,

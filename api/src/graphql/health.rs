@@ -84,6 +84,24 @@ pub struct AggregateStatus {
     pub last_refresh: Option<DateTime<Utc>>,
     /// Seconds since the last successful refresh.
     pub lag_seconds: Option<f64>,
+    /// Rows at or after this time are aggregated when read, so they are always included; null in plain mode and
+    /// before the first refresh.
+    pub watermark: Option<DateTime<Utc>>,
+    /// Ranges below the watermark whose rows were written or changed after they were materialised (late data),
+    /// oldest first. The server refreshes them within seconds; until then the analytics miss those changes. Empty
+    /// when the aggregate is exact (always in plain mode).
+    pub pending_ranges: Vec<TimeRange>,
+    /// Seconds the oldest pending range has waited since the server's refresher saw it; null when none waits.
+    pub pending_seconds: Option<f64>,
+}
+
+/// A time range `[from, to)`.
+#[derive(SimpleObject)]
+pub struct TimeRange {
+    /// Start, included.
+    pub from: DateTime<Utc>,
+    /// End, excluded.
+    pub to: DateTime<Utc>,
 }
 
 /// A TimescaleDB background job.
@@ -130,7 +148,7 @@ impl StorageQuery {
     /// Tables, chunks and their sizes, compression, aggregate refresh lag, and background jobs with their last status.
     #[graphql(complexity = "super::CATALOG_COST + child_complexity")]
     async fn storage(&self, ctx: &Context<'_>) -> async_graphql::Result<StorageStats> {
-        let s = store(ctx).storage_stats().await.gql()?;
+        let s = store(ctx).storage_stats(ctx.data_unchecked::<migration::Policies>()).await.gql()?;
         Ok(StorageStats {
             mode: s.mode,
             tables: s
@@ -153,7 +171,16 @@ impl StorageQuery {
             aggregates: s
                 .aggregates
                 .into_iter()
-                .map(|a| AggregateStatus { name: a.name, last_refresh: a.last_refresh, lag_seconds: a.lag_seconds })
+                .map(|a| AggregateStatus {
+                    name: a.name,
+                    last_refresh: a.last_refresh,
+                    lag_seconds: a.lag_seconds,
+                    watermark: a.watermark,
+                    pending_ranges: a.pending.into_iter().map(|(from, to)| TimeRange { from, to }).collect(),
+                    pending_seconds: a
+                        .pending_since
+                        .map(|at| (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0),
+                })
                 .collect(),
             jobs: s
                 .jobs

@@ -56,6 +56,8 @@ pub fn builder() -> SchemaBuilder<Query, Mutation, live::Subscription> {
 #[derive(Clone, Debug, Default)]
 pub struct SchemaOptions {
     pub introspection: bool,
+    /// The storage policies the server applied: `storage` reports pending aggregate ranges within them.
+    pub policies: migration::Policies,
 }
 
 /// The served schema behind its gate.
@@ -66,7 +68,11 @@ pub fn build(store: Store, live: Live, limits: Limits, options: SchemaOptions) -
         served = served.disable_introspection();
         measure = measure.disable_introspection();
     }
-    Gate::new(served.data(store).data(live).data(limits.clone()).finish(), measure.finish(), limits)
+    Gate::new(
+        served.data(store).data(live).data(limits.clone()).data(options.policies).finish(),
+        measure.finish(),
+        limits,
+    )
 }
 
 /// The SDL, as checked in.

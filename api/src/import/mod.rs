@@ -22,7 +22,8 @@ use sqlx::{Connection, PgConnection};
 
 use crate::config::ImportArgs;
 use crate::store::Store;
-use crate::store::import::{Stored, refresh_aggregates, staged, store_batch};
+use crate::store::aggregate_refresh::refresh_locked;
+use crate::store::import::{Stored, staged, store_batch};
 use rows::{RowCheck, display, fields};
 use source::{EVENTS, SESSIONS, Source, TRACES};
 
@@ -101,10 +102,10 @@ pub async fn run(store: &Store, args: &ImportArgs) -> anyhow::Result<Outcome> {
             ),
         );
     }
-    if mode.is_timescaledb()
-        && let Some((from, to)) = refresh_aggregates(&mut dst).await?
-    {
-        progress.log(&format!("refreshed the continuous aggregates from {} to {}", from.to_rfc3339(), to.to_rfc3339()));
+    if mode.is_timescaledb() {
+        for r in refresh_locked(&mut dst, &args.policies.policies(), true).await?.unwrap_or_default() {
+            progress.log(&format!("refreshed {} from {} to {}", r.view, r.from.to_rfc3339(), r.to.to_rfc3339()));
+        }
     }
     dst.close().await?;
     progress.finish();

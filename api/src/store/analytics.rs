@@ -73,7 +73,7 @@ impl Store {
         self.all(sql).await
     }
 
-    /// Hourly figures per workflow and target node, oldest first.
+    /// Hourly figures per workflow and node, oldest first.
     pub async fn node_performance(
         &self,
         workflow_id: Option<&str>,

@@ -8,7 +8,6 @@
 //! running takes the end the source has since recorded. Nothing is announced: no `pg_notify`, no `flow_session_changes`
 //! row (imported history is not news for subscribers or webhooks).
 
-use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection};
 
 use super::{Store, StoreResult};
@@ -207,36 +206,4 @@ pub async fn store_batch(conn: &mut PgConnection, first: i32, last: i32) -> Stor
         .await?;
     tx.commit().await?;
     Ok(Stored { sessions, sessions_updated: updated, traces: traces as u64, events: events as u64 })
-}
-
-/// TimescaleDB: re-materialises the continuous aggregates over the staged time range (whole days, so every bucket
-/// the rows fall in is covered), hourly before daily. Outside a transaction, as TimescaleDB requires. Returns the
-/// range refreshed.
-pub async fn refresh_aggregates(conn: &mut PgConnection) -> StoreResult<Option<(DateTime<Utc>, DateTime<Utc>)>> {
-    let day = "date_trunc('day', min(t), 'UTC'), date_trunc('day', max(t), 'UTC') + INTERVAL '1 day'";
-    let sessions: (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {day} FROM (SELECT start_time AS t FROM import_sessions) x"
-    )))
-    .fetch_one(&mut *conn)
-    .await?;
-    let traces: (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {day} FROM (SELECT timestamp AS t FROM import_traces) x")))
-            .fetch_one(&mut *conn)
-            .await?;
-    let mut range: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
-    for (view, window) in
-        [("session_stats_hourly", sessions), ("session_stats_daily", sessions), ("node_performance_hourly", traces)]
-    {
-        let (Some(from), Some(to)) = window else { continue };
-        // View names are ours and the times come from the database: nothing here is a client's text.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "CALL refresh_continuous_aggregate('{view}', '{}'::timestamptz, '{}'::timestamptz)",
-            from.to_rfc3339(),
-            to.to_rfc3339()
-        )))
-        .execute(&mut *conn)
-        .await?;
-        range = Some(range.map_or((from, to), |(a, b)| (a.min(from), b.max(to))));
-    }
-    Ok(range)
 }

@@ -1,5 +1,6 @@
 //! SQL by capability. Nothing here knows about GraphQL: functions take domain values and return entity models.
 
+pub mod aggregate_refresh;
 pub mod analytics;
 pub mod archive;
 pub mod cursor;

@@ -2,6 +2,9 @@
 
 use chrono::{DateTime, Utc};
 
+use migration::Policies;
+
+use super::aggregate_refresh::pending;
 use super::{Store, StoreResult};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -22,6 +25,15 @@ pub struct AggregateStatus {
     pub last_refresh: Option<DateTime<Utc>>,
     /// Seconds since the last successful refresh.
     pub lag_seconds: Option<f64>,
+    /// Rows at or after this time are aggregated at read time.
+    #[sqlx(skip)]
+    pub watermark: Option<DateTime<Utc>>,
+    /// Ranges below the watermark whose rows changed after they were materialised.
+    #[sqlx(skip)]
+    pub pending: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Since when the server's refresher has seen pending ranges it has not refreshed yet.
+    #[sqlx(skip)]
+    pub pending_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -46,7 +58,8 @@ pub struct StorageStats {
 }
 
 impl Store {
-    pub async fn storage_stats(&self) -> StoreResult<StorageStats> {
+    /// `policies` bound the pending ranges to what can be refreshed (see `aggregate_refresh`).
+    pub async fn storage_stats(&self, policies: &Policies) -> StoreResult<StorageStats> {
         let mode = self.mode().await?;
         if !mode.is_timescaledb() {
             let tables = self
@@ -91,6 +104,21 @@ impl Store {
                  WHERE c.view_schema = current_schema() ORDER BY 1",
             ))
             .await?;
+        let mut aggregates: Vec<AggregateStatus> = aggregates;
+        let mut conn = self.pool.acquire().await?;
+        let pending = pending(&mut conn, policies).await?;
+        let since: Vec<(String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT view_name, pending_since FROM flow_aggregate_refreshes")
+                .fetch_all(&mut *conn)
+                .await?;
+        drop(conn);
+        for a in &mut aggregates {
+            if let Some(p) = pending.iter().find(|p| p.view == a.name) {
+                a.watermark = p.watermark;
+                a.pending = p.ranges.clone();
+            }
+            a.pending_since = since.iter().find(|(v, _)| *v == a.name).map(|(_, at)| *at);
+        }
         let jobs = self
             .all(super::Sql::new(
                 "SELECT j.job_id, j.proc_name::text AS kind, j.hypertable_name::text AS target,

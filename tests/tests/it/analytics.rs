@@ -61,15 +61,21 @@ async fn raw_session_stats(app: &TestApp, trunc: &str) -> Value {
     Value::Array(rows.into_iter().map(|(r,)| serde_json::from_str(&r).expect("json")).collect())
 }
 
+/// Traces, durations and bytes by the receiving node; failed traces by the emitting one (NodeStatus rule 2).
 async fn raw_node_performance(app: &TestApp) -> Value {
     let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT json_build_object('bucket', to_char(date_trunc('hour', timestamp, 'UTC') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"'),
-            'workflowId', workflow_id, 'nodeId', target_node_id, 'traceCount', count(*),
-            'errorCount', count(*) FILTER (WHERE status = 'ERROR'), 'avgDuration', avg(duration), 'maxDuration', max(duration),
+        "SELECT json_build_object('bucket', to_char(b AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"'),
+            'workflowId', workflow_id, 'nodeId', node, 'traceCount', sum(received), 'errorCount', sum(failed),
+            'avgDuration', avg(duration), 'maxDuration', max(duration),
             'totalDataSize', COALESCE(sum(data_size), 0)::bigint)::text
-         FROM flow_traces WHERE workflow_id = 'an'
-         GROUP BY date_trunc('hour', timestamp, 'UTC'), workflow_id, target_node_id
-         ORDER BY date_trunc('hour', timestamp, 'UTC'), target_node_id",
+         FROM (SELECT date_trunc('hour', timestamp, 'UTC') AS b, workflow_id, target_node_id AS node, 1 AS received,
+                   0 AS failed, duration, data_size FROM flow_traces
+               UNION ALL
+               SELECT date_trunc('hour', timestamp, 'UTC'), workflow_id, source_node_id, 0, 1, NULL, NULL
+               FROM flow_traces WHERE status = 'ERROR') t
+         WHERE workflow_id = 'an'
+         GROUP BY b, workflow_id, node
+         ORDER BY b, node",
     )
     .fetch_all(app.db.store.pool())
     .await
@@ -115,17 +121,24 @@ async fn session_stats_and_node_performance_match_the_raw_tables() {
     assert_eq!(hourly[0]["totalTraces"], 3);
     assert_eq!(hourly[0]["errorCount"], 1);
     assert_eq!(hourly[1]["running"], 1);
+    // The failed trace went from a to b: b received it, a failed.
     let nodes = app.ok(NODES, json!({ "w": "an", "n": "b", "from": at(0), "to": at(3600) })).await;
     assert_eq!(
         nodes["nodePerformance"],
-        json!([{ "bucket": at(0), "workflowId": "an", "nodeId": "b", "traceCount": 2, "errorCount": 1,
+        json!([{ "bucket": at(0), "workflowId": "an", "nodeId": "b", "traceCount": 2, "errorCount": 0,
                  "avgDuration": 20.0, "maxDuration": 30.0, "totalDataSize": 120 }])
+    );
+    let nodes = app.ok(NODES, json!({ "w": "an", "n": "a", "from": at(0), "to": at(3600) })).await;
+    assert_eq!(
+        nodes["nodePerformance"],
+        json!([{ "bucket": at(0), "workflowId": "an", "nodeId": "a", "traceCount": 0, "errorCount": 1,
+                 "avgDuration": null, "maxDuration": null, "totalDataSize": 0 }])
     );
     check_against_raw(&app).await;
 
     if require_timescaledb(&app.db, "real-time part of session_stats_and_node_performance_match_the_raw_tables") {
         // Materialise the first hours, then add newer data: real-time aggregation must show it before any refresh.
-        for view in ["session_stats_hourly", "node_performance_hourly"] {
+        for view in ["session_stats_hourly", "edge_stats_hourly"] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "CALL refresh_continuous_aggregate('{view}', '{}', '{}')",
                 at(0),

@@ -354,6 +354,7 @@ pub fn args(from: &str) -> ImportArgs {
         source_timezone: "UTC".into(),
         batch_rows: 50_000,
         limits: Limits::default(),
+        policies: Default::default(),
     }
 }
 

@@ -14,6 +14,7 @@ mod ids;
 mod import;
 mod import_fixtures;
 mod ingest;
+mod late_data;
 mod live;
 mod migrations;
 mod modes;

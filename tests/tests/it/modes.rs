@@ -53,7 +53,7 @@ async fn health_reports_what_the_catalog_holds() {
         assert_eq!(health["compressionEnabled"], true);
         assert_eq!(
             health["continuousAggregateNames"],
-            json!(["node_performance_hourly", "session_stats_daily", "session_stats_hourly"])
+            json!(["edge_stats_hourly", "session_stats_daily", "session_stats_hourly"])
         );
         assert_eq!(health["continuousAggregates"], json!(3));
         assert!(health["version"].as_str().is_some_and(|v| v.starts_with('2')));
