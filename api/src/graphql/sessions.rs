@@ -135,6 +135,18 @@ pub struct SessionFilterInput {
     pub started_before: Option<DateTime<Utc>>,
     /// Case-insensitive text matched against workflow name and id.
     pub search: Option<String>,
+    /// Ended sessions that lasted at least this many milliseconds.
+    pub min_duration: Option<f64>,
+    /// Ended sessions that lasted at most this many milliseconds.
+    pub max_duration: Option<f64>,
+    /// Sessions with (true) or without (false) a failed trace.
+    pub has_errors: Option<bool>,
+    /// Sessions whose metadata contains this JSON (PostgreSQL's `@>`: `{"env": "prod"}` matches metadata with that
+    /// key and value among others).
+    pub metadata: Option<Json<serde_json::Value>>,
+    /// Case-insensitive text matched against the node and port names and node ids the session's traces passed
+    /// through.
+    pub node: Option<String>,
 }
 
 /// `totalCount` of a session list, counted only when asked for.
@@ -181,7 +193,13 @@ impl SessionsQuery {
             started_after: f.started_after,
             started_before: f.started_before,
             search: f.search,
+            min_duration: f.min_duration,
+            max_duration: f.max_duration,
+            has_errors: f.has_errors,
+            metadata: f.metadata.map(|j| j.0),
+            node: f.node,
         };
+        filter.validate().gql()?;
         let page = PageArgs { first, after, last, before }.page::<SessionKey>(limits(ctx))?;
         let rows = store(ctx).sessions(&filter, &page).await.gql()?;
         Ok(connection(

@@ -34,6 +34,31 @@ pub struct SessionFilter {
     pub started_before: Option<DateTime<Utc>>,
     /// Matches workflow name or id, case-insensitively.
     pub search: Option<String>,
+    /// Inclusive bounds on an ended session's duration in milliseconds; running sessions match neither.
+    pub min_duration: Option<f64>,
+    pub max_duration: Option<f64>,
+    /// Sessions with (true) or without (false) a failed trace.
+    pub has_errors: Option<bool>,
+    /// Sessions whose metadata contains this JSON (`@>`).
+    pub metadata: Option<serde_json::Value>,
+    /// Matches, case-insensitively, a node or port name or id that one of the session's traces passed through.
+    pub node: Option<String>,
+}
+
+impl SessionFilter {
+    pub fn validate(&self) -> StoreResult<()> {
+        for (name, v) in [("minDuration", self.min_duration), ("maxDuration", self.max_duration)] {
+            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                return Err(StoreError::BadInput(format!("{name} must be a finite number of milliseconds >= 0")));
+            }
+        }
+        if let (Some(min), Some(max)) = (self.min_duration, self.max_duration)
+            && min > max
+        {
+            return Err(StoreError::BadInput(format!("minDuration ({min}) is above maxDuration ({max})")));
+        }
+        super::traces::check_range(self.started_after, self.started_before)
+    }
 }
 
 pub(super) const SESSION_COLUMNS: &str =
@@ -225,6 +250,32 @@ fn filter_sql(sql: &mut Sql, f: &SessionFilter) {
     if let Some(v) = &f.search {
         let p = sql.bind(like_pattern(v));
         sql.push(&format!(" AND (workflow_name ILIKE {p} OR workflow_id ILIKE {p})"));
+    }
+    const MS: &str = "extract(epoch FROM end_time - start_time) * 1000";
+    if let Some(v) = f.min_duration {
+        let p = sql.bind(v);
+        sql.push(&format!(" AND {MS} >= {p}"));
+    }
+    if let Some(v) = f.max_duration {
+        let p = sql.bind(v);
+        sql.push(&format!(" AND {MS} <= {p}"));
+    }
+    if let Some(errors) = f.has_errors {
+        sql.push(if errors { " AND error_count > 0" } else { " AND error_count = 0" });
+    }
+    if let Some(v) = &f.metadata {
+        let p = sql.bind(sqlx::types::Json(v.clone()));
+        sql.push(&format!(" AND metadata @> {p}"));
+    }
+    if let Some(v) = &f.node {
+        // Served by the traces' session index: the traces of each candidate session are read, so on a large store
+        // this goes with a workflow or a time range.
+        let p = sql.bind(like_pattern(v));
+        sql.push(&format!(
+            " AND EXISTS (SELECT 1 FROM flow_traces t WHERE t.session_id = flow_trace_sessions.id
+                AND (t.source_node_id ILIKE {p} OR t.target_node_id ILIKE {p} OR t.source_node_name ILIKE {p}
+                  OR t.target_node_name ILIKE {p} OR t.source_port_name ILIKE {p} OR t.target_port_name ILIKE {p}))"
+        ));
     }
 }
 

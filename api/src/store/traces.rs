@@ -17,6 +17,23 @@ pub struct TraceFilter {
     /// Traces whose source or target is this node.
     pub node_id: Option<String>,
     pub status: Option<TraceStatus>,
+    pub search: TraceSearch,
+}
+
+/// Narrower filters for dashboards' searches. A query always has a session or workflow, so its rows come from the
+/// session or workflow index (`…, timestamp, seq`) and these are checked on those rows: no index of their own.
+#[derive(Clone, Debug, Default)]
+pub struct TraceSearch {
+    /// Any of these statuses (empty: any).
+    pub statuses: Vec<TraceStatus>,
+    /// Inclusive bounds on `duration` in milliseconds; a trace without a duration matches neither.
+    pub min_duration: Option<f64>,
+    pub max_duration: Option<f64>,
+    pub error_code: Option<String>,
+    pub graph_id: Option<String>,
+    /// The traces of the subgraph this trace started (its direct children).
+    pub parent_trace_id: Option<String>,
+    pub depth: Option<i32>,
 }
 
 pub const TRACE_COLUMNS: &str = "id, timestamp, seq, session_id, workflow_id, duration, status,
@@ -29,6 +46,20 @@ impl TraceFilter {
     pub fn validate(&self) -> StoreResult<()> {
         if self.session_id.is_none() && self.workflow_id.is_none() {
             return Err(StoreError::BadInput("give sessionId or workflowId".into()));
+        }
+        let s = &self.search;
+        for (name, v) in [("minDuration", s.min_duration), ("maxDuration", s.max_duration)] {
+            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                return Err(StoreError::BadInput(format!("{name} must be a finite number of milliseconds >= 0")));
+            }
+        }
+        if let (Some(min), Some(max)) = (s.min_duration, s.max_duration)
+            && min > max
+        {
+            return Err(StoreError::BadInput(format!("minDuration ({min}) is above maxDuration ({max})")));
+        }
+        if s.depth.is_some_and(|d| d < 0) {
+            return Err(StoreError::BadInput("depth must be >= 0".into()));
         }
         check_range(self.from, self.to)
     }
@@ -57,6 +88,31 @@ impl TraceFilter {
         if let Some(v) = self.status {
             let p = sql.bind(v.as_str());
             sql.push(&format!(" AND status = {p}"));
+        }
+        let s = &self.search;
+        if !s.statuses.is_empty() {
+            let p = sql.bind(s.statuses.iter().map(|v| v.as_str().to_owned()).collect::<Vec<String>>());
+            sql.push(&format!(" AND status = ANY({p})"));
+        }
+        if let Some(v) = s.min_duration {
+            let p = sql.bind(v);
+            sql.push(&format!(" AND duration >= {p}"));
+        }
+        if let Some(v) = s.max_duration {
+            let p = sql.bind(v);
+            sql.push(&format!(" AND duration <= {p}"));
+        }
+        for (column, value) in
+            [("error_code", &s.error_code), ("graph_id", &s.graph_id), ("parent_trace_id", &s.parent_trace_id)]
+        {
+            if let Some(v) = value {
+                let p = sql.bind(v.clone());
+                sql.push(&format!(" AND {column} = {p}"));
+            }
+        }
+        if let Some(v) = s.depth {
+            let p = sql.bind(v);
+            sql.push(&format!(" AND depth = {p}"));
         }
     }
 }

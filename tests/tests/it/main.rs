@@ -24,6 +24,7 @@ mod queries;
 mod reliability;
 mod request_limits;
 mod schema;
+mod search;
 mod security;
 mod seed;
 mod slow_clients;

@@ -10,8 +10,8 @@ use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::parser::types::Field;
 use async_graphql::registry::Registry;
 use async_graphql::{
-    Context, ContextSelectionSet, ID, InputType, Json, Object, OutputType, Positioned, ServerResult, SimpleObject,
-    Value,
+    Context, ContextSelectionSet, ID, InputObject, InputType, Json, Object, OutputType, Positioned, ServerResult,
+    SimpleObject, Value,
 };
 use chrono::{DateTime, Utc};
 use entity::trace;
@@ -22,7 +22,7 @@ use super::{id_arg, limits, store};
 use crate::domain::TraceStatus;
 use crate::error::Gql;
 use crate::store::cursor::{CursorKey, SeqKey, TraceKey};
-use crate::store::traces::TraceFilter;
+use crate::store::traces::{TraceFilter, TraceSearch};
 
 /// Data passed along one connection of the workflow graph. Resolved in one pass (see `one_pass`): a page holds
 /// hundreds of traces and each field is a plain value of the row. `TraceType` declares it to the schema.
@@ -326,13 +326,47 @@ pub async fn traces_page(
     Ok(connection(rows, trace_cursor, Trace, TraceTotal(filter)))
 }
 
+/// Narrower filters for a trace search, all of which must match.
+#[derive(InputObject, Default)]
+pub struct TraceSearchInput {
+    /// Any of these statuses.
+    pub statuses: Option<Vec<TraceStatus>>,
+    /// At least this many milliseconds (traces without a duration never match a duration bound).
+    pub min_duration: Option<f64>,
+    /// At most this many milliseconds.
+    pub max_duration: Option<f64>,
+    /// This error code.
+    pub error_code: Option<String>,
+    /// In this graph (`graphId`).
+    pub graph_id: Option<String>,
+    /// The subgraph traces of this trace: those whose `parentTraceId` it is.
+    pub parent_trace_id: Option<ID>,
+    /// At this nesting depth (0 is the top-level graph).
+    pub depth: Option<i32>,
+}
+
+impl TraceSearchInput {
+    fn into_search(self) -> async_graphql::Result<TraceSearch> {
+        Ok(TraceSearch {
+            statuses: self.statuses.unwrap_or_default(),
+            min_duration: self.min_duration,
+            max_duration: self.max_duration,
+            error_code: self.error_code,
+            graph_id: self.graph_id,
+            parent_trace_id: self.parent_trace_id.map(|id| id_arg("search.parentTraceId", id)).transpose()?,
+            depth: self.depth,
+        })
+    }
+}
+
 #[derive(Default)]
 pub struct TracesQuery;
 
 #[Object]
 impl TracesQuery {
     /// Traces of a session or a workflow, oldest first (by timestamp, then commit order). `from`/`to` are
-    /// inclusive; `nodeId` matches either end.
+    /// inclusive; `nodeId` matches either end; `search` narrows further (duration, error code, graph, parent trace,
+    /// depth, statuses).
     #[expect(clippy::too_many_arguments, reason = "one GraphQL argument each")]
     #[graphql(complexity = "super::pagination::cost(first, last, child_complexity)")]
     async fn traces(
@@ -344,13 +378,15 @@ impl TracesQuery {
         to: Option<DateTime<Utc>>,
         node_id: Option<String>,
         status: Option<TraceStatus>,
+        search: Option<TraceSearchInput>,
         first: Option<i32>,
         after: Option<String>,
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<TraceConnection> {
         let session_id = session_id.map(|id| id_arg("sessionId", id)).transpose()?;
-        let filter = TraceFilter { session_id, workflow_id, from, to, node_id, status };
+        let search = search.unwrap_or_default().into_search()?;
+        let filter = TraceFilter { session_id, workflow_id, from, to, node_id, status, search };
         traces_page(ctx, filter, PageArgs { first, after, last, before }).await
     }
 }
