@@ -9,11 +9,12 @@ use futures::{Stream, StreamExt};
 
 use super::events::TraceEvent;
 use super::sessions::Session;
+use super::time_travel::SessionStateUpdate;
 use super::traces::{Trace, trace_cursor};
 use super::{id_arg, store};
 use crate::domain::EventType;
 use crate::error::{Gql, NOT_FOUND, bad_input, coded, store_error};
-use crate::live::Live;
+use crate::live::{Live, session_state};
 use crate::store::cursor::{CursorKey, TraceKey};
 use crate::store::live::Follow;
 use crate::store::traces::TraceFilter;
@@ -95,6 +96,25 @@ impl Subscription {
         let changes = live(ctx).session_changes(store, follow, mark);
         let sessions = changes.flat_map(|batch| futures::stream::iter(batch.updates)).map(|u| Session(u.session));
         Ok(counted("sessionUpdates", sessions))
+    }
+
+    /// A session's node states, kept current: first the whole state now (`state`), then a message per node whose
+    /// state changed, carrying only what changed (`node.changed` lists it), as commits arrive; a message with no
+    /// `node` says the session's status alone changed. With `after` (any message's cursor) it sends what changed
+    /// since, then goes on. Values are absolute, so a change applied twice changes nothing; applying the changes
+    /// from any cursor onto the state at it gives the state now, as `sessionStateAt` computes it.
+    async fn session_state(
+        &self,
+        ctx: &Context<'_>,
+        session_id: ID,
+        after: Option<String>,
+    ) -> async_graphql::Result<impl Stream<Item = SessionStateUpdate> + use<>> {
+        let session_id = id_arg("sessionId", session_id)?;
+        let store = store(ctx).clone();
+        session_must_exist(&store, &session_id).await?;
+        let after = after.map(|c| session_state::decode(&session_id, &c)).transpose().gql()?;
+        let updates = live(ctx).session_state(store, session_id, after);
+        Ok(counted("sessionState", updates.map(SessionStateUpdate)))
     }
 
     /// Plays a session's stored traces in `[from, to]` back with their original spacing divided by `speed`

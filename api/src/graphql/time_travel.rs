@@ -1,4 +1,5 @@
-//! Time travel: `workflowStateAt`, `replayTraces`, `executionTimeline`.
+//! Time travel: `workflowStateAt`, `sessionStateAt`, `replayTraces`, `executionTimeline`, and the messages of the
+//! `sessionState` subscription.
 
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -9,6 +10,7 @@ use super::traces::{Trace, TraceConnection, TraceError, traces_page};
 use super::{id_arg, store};
 use crate::domain::SessionStatus;
 use crate::error::{Gql, bad_input};
+use crate::live::session_state;
 use crate::store::time_travel::{self, NodeStatus as StoreNodeStatus};
 use crate::store::traces::TraceFilter;
 
@@ -85,6 +87,12 @@ impl NodeState {
     }
     /// The error of the latest failed trace it emitted.
     async fn last_error(&self) -> Option<TraceError> {
+        self.error()
+    }
+}
+
+impl NodeState {
+    fn error(&self) -> Option<TraceError> {
         self.0.last_error.as_ref().map(|t| {
             TraceError::of(t).unwrap_or(TraceError { message: "trace failed".into(), code: None, stack: None })
         })
@@ -111,6 +119,111 @@ impl WorkflowState {
     /// Every node seen in the session up to `at`, by node id.
     async fn nodes(&self) -> Vec<NodeState> {
         self.0.nodes.iter().cloned().map(NodeState).collect()
+    }
+}
+
+/// One message of the `sessionState` subscription.
+pub struct SessionStateUpdate(pub session_state::StateUpdate);
+
+#[Object]
+impl SessionStateUpdate {
+    /// Resume point: `sessionState(after:)` with it sends what changed after this message.
+    async fn cursor(&self) -> &str {
+        &self.0.cursor
+    }
+    /// The session's status as of this message.
+    async fn session_status(&self) -> SessionStatus {
+        self.0.session_status
+    }
+    /// The whole state: the first message of a subscription without `after`; null in change messages.
+    async fn state(&self) -> Option<WorkflowState> {
+        match &self.0.change {
+            session_state::Change::Snapshot(state) => Some(WorkflowState(state.as_ref().clone())),
+            _ => None,
+        }
+    }
+    /// One node's change; null in the first message and when only the session's status changed.
+    async fn node(&self) -> Option<NodeStateChange> {
+        match &self.0.change {
+            session_state::Change::Node(change) => Some(NodeStateChange(change.as_ref().clone())),
+            _ => None,
+        }
+    }
+}
+
+/// A field of `NodeState` that a `NodeStateChange` can carry.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NodeStateField {
+    /// `nodeName`.
+    NodeName,
+    /// `status`.
+    Status,
+    /// `inputCount`.
+    InputCount,
+    /// `outputCount`.
+    OutputCount,
+    /// `lastInput`.
+    LastInput,
+    /// `lastOutput`.
+    LastOutput,
+    /// `lastError`.
+    LastError,
+}
+
+/// What changed in one node: its id, which fields changed (`changed`), and those fields' new values; the fields not
+/// in `changed` are null. A field in `changed` may be null as its new value (`nodeName` when the latest trace names
+/// no node).
+pub struct NodeStateChange(session_state::NodeChange);
+
+#[Object]
+impl NodeStateChange {
+    /// The node's id in the workflow graph.
+    async fn node_id(&self) -> &str {
+        &self.0.node.node_id
+    }
+    /// The fields this change sets; every node seen for the first time lists them all.
+    async fn changed(&self) -> Vec<NodeStateField> {
+        let c = &self.0;
+        [
+            (c.name, NodeStateField::NodeName),
+            (c.status, NodeStateField::Status),
+            (c.input_count, NodeStateField::InputCount),
+            (c.output_count, NodeStateField::OutputCount),
+            (c.last_input, NodeStateField::LastInput),
+            (c.last_output, NodeStateField::LastOutput),
+            (c.last_error, NodeStateField::LastError),
+        ]
+        .into_iter()
+        .filter_map(|(changed, field)| changed.then_some(field))
+        .collect()
+    }
+    /// Its name in its latest trace, when it changed.
+    async fn node_name(&self) -> Option<&str> {
+        self.0.name.then_some(self.0.node.node_name.as_deref()).flatten()
+    }
+    /// Its status, when it changed.
+    async fn status(&self) -> Option<NodeStatus> {
+        self.0.status.then_some(self.0.node.status.into())
+    }
+    /// Traces it received, when the count changed.
+    async fn input_count(&self) -> Option<i64> {
+        self.0.input_count.then_some(self.0.node.input_count)
+    }
+    /// Traces it emitted, when the count changed.
+    async fn output_count(&self) -> Option<i64> {
+        self.0.output_count.then_some(self.0.node.output_count)
+    }
+    /// The latest trace it received, when that changed.
+    async fn last_input(&self) -> Option<Trace> {
+        self.0.last_input.then(|| self.0.node.last_input.clone().map(Trace)).flatten()
+    }
+    /// The latest trace it emitted, when that changed.
+    async fn last_output(&self) -> Option<Trace> {
+        self.0.last_output.then(|| self.0.node.last_output.clone().map(Trace)).flatten()
+    }
+    /// The error of the latest failed trace it emitted, when that changed.
+    async fn last_error(&self) -> Option<TraceError> {
+        self.0.last_error.then(|| NodeState(self.0.node.clone()).error()).flatten()
     }
 }
 

@@ -4,7 +4,7 @@
 //! - `listener`: one LISTEN connection per process turns `store::notify` wake-ups into in-process signals.
 //! - `Live` (here): fans the signals out to the subscribers of the session or workflow they concern.
 //! - `catch_up`: the one loop every stream runs: read by cursor until caught up, then wait for a wake-up.
-//! - `traces`, `events`, `session_changes`: what each stream reads and how its cursor moves.
+//! - `traces`, `events`, `session_changes`, `session_state`: what each stream reads and how its cursor moves.
 //! - `replay`: stored traces played back at their recorded pace.
 //!
 //! A notification is never the data, so nothing is lost when one is missed: a lagging subscriber, or all of them
@@ -15,6 +15,7 @@ mod events;
 mod listener;
 mod replay;
 mod session_changes;
+pub mod session_state;
 mod traces;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use crate::domain::EventType;
 use crate::store::Store;
 use crate::store::live::Follow;
 use crate::store::notify::Wakeup;
+use crate::store::time_travel::RowMark;
 
 /// How many signals a subscriber may fall behind before it is told it lagged (and re-reads by cursor).
 const SIGNAL_BUFFER: usize = 1024;
@@ -94,6 +96,18 @@ impl Live {
     pub fn session_changes(&self, store: Store, follow: Follow, mark: String) -> ReceiverStream<ChangeBatch> {
         let signals = self.subscribe(follow.clone());
         detach(catch_up::run(session_changes::SessionChanges { store, follow, mark }, signals))
+    }
+
+    /// A session's node states: the whole state first, or with `after` what changed since that mark; then each
+    /// change as it commits.
+    pub fn session_state(
+        &self,
+        store: Store,
+        session_id: String,
+        after: Option<RowMark>,
+    ) -> ReceiverStream<session_state::StateUpdate> {
+        let signals = self.subscribe(Follow::Session(session_id.clone()));
+        detach(catch_up::run(session_state::SessionState { store, session_id, mark: after, known: None }, signals))
     }
 
     fn subscribe(&self, follow: Follow) -> broadcast::Receiver<Signal> {

@@ -34,6 +34,23 @@ pub struct NodeState {
     pub last_error: Option<trace::Model>,
 }
 
+/// A prefix of a session's rows in commit order: its traces and events up to these `seq`s, and whether its end had
+/// been committed. Within a workflow `seq` follows commit order (ingest draws it under the workflow's lock), so a
+/// mark read in one statement names exactly what had committed then.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowMark {
+    pub traces: i64,
+    pub events: i64,
+    pub ended: bool,
+}
+
+/// What a state is computed from: the rows up to a moment, or a prefix of the rows in commit order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsOf {
+    At(DateTime<Utc>),
+    Rows(RowMark),
+}
+
 #[derive(Clone, Debug)]
 pub struct WorkflowState {
     pub at: DateTime<Utc>,
@@ -66,7 +83,7 @@ impl Store {
              ORDER BY (end_time IS NULL OR end_time > {a}) DESC, start_time DESC, id DESC LIMIT 1"
         ));
         let Some(session) = self.all::<session::Model>(sql).await?.into_iter().next() else { return Ok(None) };
-        Ok(Some(self.state_at(session, at).await?))
+        Ok(Some(self.state_as_of(session, AsOf::At(at)).await?))
     }
 
     /// One session and each of its nodes as of `at`: NOT_FOUND for an unknown session, `None` when it had not
@@ -79,7 +96,7 @@ impl Store {
         if session.start_time > at {
             return Ok(None);
         }
-        Ok(Some(self.state_at(session, at).await?))
+        Ok(Some(self.state_as_of(session, AsOf::At(at)).await?))
     }
 
     /// The sessions of a workflow running at `at` (started by then, not ended by then), latest started first.
@@ -99,37 +116,80 @@ impl Store {
         self.all(sql).await
     }
 
-    async fn state_at(&self, session: session::Model, at: DateTime<Utc>) -> StoreResult<WorkflowState> {
-        let session_status = match session.end_time {
-            Some(end) if end <= at => session.status,
-            _ => SessionStatus::Running,
-        };
+    /// The current mark of a session's rows and the session itself, read in one statement (one snapshot); `None` for
+    /// an unknown session. Uses flow_traces_session_seq_idx and its events twin (`session_id, seq`).
+    pub async fn row_mark(&self, session_id: &str) -> StoreResult<Option<(RowMark, session::Model)>> {
+        #[derive(sqlx::FromRow)]
+        struct Marked {
+            #[sqlx(flatten)]
+            session: session::Model,
+            max_trace: i64,
+            max_event: i64,
+        }
+        let mut sql = Sql::new(&format!(
+            "SELECT {SESSION_COLUMNS},
+                COALESCE((SELECT max(seq) FROM flow_traces t WHERE t.session_id = s.id), 0) AS max_trace,
+                COALESCE((SELECT max(seq) FROM flow_trace_events e WHERE e.session_id = s.id), 0) AS max_event
+             FROM flow_trace_sessions s WHERE id = "
+        ));
+        let p = sql.bind(session_id.to_owned());
+        sql.push(&p);
+        let Some(m) = self.all::<Marked>(sql).await?.into_iter().next() else { return Ok(None) };
+        let ended = m.session.end_time.is_some() || m.session.status != SessionStatus::Running;
+        Ok(Some((RowMark { traces: m.max_trace, events: m.max_event, ended }, m.session)))
+    }
 
-        // Every node seen up to `at`. Counts: the whole minutes before `at` from flow_trace_node_minutes, plus the raw
-        // traces of `at`'s own minute. Latest traces and lifecycle event: one backward step each on the per-session
-        // node indexes. Nothing here grows with the number of traces in the session (migration m20261124_000006).
-        let minute = at.duration_trunc(TimeDelta::minutes(1)).map_err(|e| StoreError::BadInput(e.to_string()))?;
+    /// A session and each of its nodes as of a moment or a row mark, by the rules of `NodeStatus`.
+    pub async fn state_as_of(&self, session: session::Model, as_of: AsOf) -> StoreResult<WorkflowState> {
+        let (at, ended) = match as_of {
+            AsOf::At(at) => (at, session.end_time.is_some_and(|end| end <= at)),
+            AsOf::Rows(mark) => (Utc::now(), mark.ended),
+        };
+        let session_status = if ended { session.status } else { SessionStatus::Running };
+
+        // Every node seen. As of a moment, counts are the whole minutes before it from flow_trace_node_minutes plus
+        // the raw traces of its own minute, so nothing grows with the number of traces in the session (migration
+        // m20261124_000006); as of a row mark, they are counted from the traces up to the mark. Latest traces and
+        // lifecycle event: one backward step each on the per-session node indexes.
         let mut sql = Sql::new("");
-        let (s, a, m) = (sql.bind(session.id.clone()), sql.bind(at), sql.bind(minute));
+        let s = sql.bind(session.id.clone());
+        // What each part reads: conditions on the traces and events, the traces counted raw (`tail`), and as of a
+        // moment the per-minute totals that stand for the traces before its minute.
+        let (traces_until, events_until, tail, minutes) = match as_of {
+            AsOf::At(at) => {
+                let minute =
+                    at.duration_trunc(TimeDelta::minutes(1)).map_err(|e| StoreError::BadInput(e.to_string()))?;
+                let (a, m) = (sql.bind(at), sql.bind(minute));
+                let minutes = format!(
+                    "UNION ALL SELECT node_id, inputs, outputs FROM flow_trace_node_minutes
+                     WHERE session_id = {s} AND minute < {m}"
+                );
+                let until = format!("timestamp <= {a}");
+                (until.clone(), until, format!("timestamp >= {m} AND timestamp <= {a}"), minutes)
+            }
+            AsOf::Rows(mark) => {
+                let (t, e) = (sql.bind(mark.traces), sql.bind(mark.events));
+                (format!("seq <= {t}"), format!("seq <= {e}"), format!("seq <= {t}"), String::new())
+            }
+        };
         let latest = |table: &str, column: &str, extra: &str, what: &str, order: &str| {
+            let until = if table == "flow_traces" { &traces_until } else { &events_until };
             format!(
-                "(SELECT {what} FROM {table} WHERE session_id = {s} AND {column} = n.node AND timestamp <= {a}{extra}
+                "(SELECT {what} FROM {table} WHERE session_id = {s} AND {column} = n.node AND {until}{extra}
                   ORDER BY timestamp DESC, {order}seq DESC LIMIT 1)"
             )
         };
         sql.push(&format!(
             "WITH tail AS (
-                SELECT source_node_id, target_node_id FROM flow_traces
-                WHERE session_id = {s} AND timestamp >= {m} AND timestamp <= {a}
+                SELECT source_node_id, target_node_id FROM flow_traces WHERE session_id = {s} AND {tail}
             ), counts AS (
                 SELECT node, sum(inputs)::bigint AS inputs, sum(outputs)::bigint AS outputs FROM (
-                    SELECT node_id AS node, inputs, outputs FROM flow_trace_node_minutes
-                    WHERE session_id = {s} AND minute < {m}
-                    UNION ALL SELECT target_node_id, 1, 0 FROM tail
+                    SELECT target_node_id AS node, 1 AS inputs, 0 AS outputs FROM tail
                     UNION ALL SELECT source_node_id, 0, 1 FROM tail
+                    {minutes}
                 ) c GROUP BY node
             ), reported AS (
-                SELECT DISTINCT node_id AS node FROM flow_trace_events WHERE session_id = {s} AND timestamp <= {a}
+                SELECT DISTINCT node_id AS node FROM flow_trace_events WHERE session_id = {s} AND {events_until}
             ), nodes AS (
                 SELECT node FROM counts UNION SELECT node FROM reported
             )

@@ -27,6 +27,7 @@ mod schema;
 mod search;
 mod security;
 mod seed;
+mod session_state;
 mod slow_clients;
 mod startup;
 mod time_travel;
