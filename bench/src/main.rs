@@ -11,6 +11,7 @@ mod reads;
 mod report;
 mod server;
 mod stalled;
+mod state;
 
 use std::path::PathBuf;
 
@@ -52,8 +53,8 @@ pub struct Args {
     #[arg(long)]
     pub import_traces: Option<usize>,
     /// Phases to run, comma-separated: ingest, reads, live, slow (live delivery while a tenth of the subscribers
-    /// have stopped reading), import, export.
-    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live,slow,import,export")]
+    /// have stopped reading), state (sessionState subscribers), import, export.
+    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live,slow,state,import,export")]
     pub phases: Vec<String>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
@@ -116,6 +117,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if wanted("slow") {
             live::run(&server, &sizes, &mut report, true).await?;
+        }
+        if wanted("state") {
+            state::run(&server, &sizes, &mut report).await?;
         }
         if wanted("import") {
             import::run(&server, &sizes, &mut report).await?;

@@ -179,6 +179,16 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     .await?;
     add_comparison(report, &format!("workflowStateAt (sessions of {} traces)", data.per_session), result);
 
+    let q = "query($s: ID!, $at: DateTime!) { sessionStateAt(sessionId: $s, at: $at) { sessionStatus
+        nodes { nodeId status inputCount outputCount lastInput { id } lastOutput { id } lastError { message } } } }";
+    let result = compare(
+        runs,
+        |i| async move { server.read(q, json!({ "s": pick(i).0, "at": window(i).1 })).await },
+        |i| async move { store.session_state_at(&pick(i).0, window(i).1).await.map(|_| ()).map_err(Into::into) },
+    )
+    .await?;
+    add_comparison(report, &format!("sessionStateAt (sessions of {} traces)", data.per_session), result);
+
     let q = "query($s: ID!) { executionTimeline(sessionId: $s, bucketSeconds: 60) { bucket traceCount errorCount avgDuration maxDuration dataSize activeNodes } }";
     let result = compare(
         runs,
