@@ -115,12 +115,12 @@ impl RunningServer {
 
 /// Refuses a configuration that cannot serve: bad auth or webhook settings, an open non-loopback bind.
 pub fn check_serve_args(args: &ServeArgs) -> anyhow::Result<()> {
-    let auth = Auth::from_args(&args.auth)?;
+    Auth::check_args(&args.auth)?;
     Webhooks::from_args(&args.webhooks)?;
-    if !args.bind.ip().is_loopback() && !auth.configured() && !args.auth.insecure {
+    if !args.bind.ip().is_loopback() && !args.auth.configured() && !args.auth.insecure {
         anyhow::bail!(
-            "refusing to serve on {} without authentication: set FLOWTRACE_JWT_SECRET or FLOWTRACE_API_KEYS, \
-             or pass --insecure to serve it open",
+            "refusing to serve on {} without authentication: set FLOWTRACE_JWT_SECRET, FLOWTRACE_JWKS_URL, \
+             FLOWTRACE_JWKS_FILE or FLOWTRACE_API_KEYS, or pass --insecure to serve it open",
             args.bind
         );
     }
@@ -151,7 +151,7 @@ pub async fn spawn_on(
     store: Store,
     args: ServeArgs,
 ) -> anyhow::Result<RunningServer> {
-    let auth = Auth::from_args(&args.auth)?;
+    let auth = Auth::from_args(&args.auth).await?;
     let webhooks = Webhooks::from_args(&args.webhooks)?;
     store.wait_until_reachable(Duration::from_secs(30)).await.context("connecting to the database")?;
     if !args.no_migrate {

@@ -44,7 +44,7 @@ pub(super) async fn graphql_http(
         }
     };
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = Caller(state.auth.principal(authorization));
+    let caller = Caller(state.auth.principal(authorization).await);
     axum::Json(state.gate.execute_batch(request.data(caller)).await).into_response()
 }
 

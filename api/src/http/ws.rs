@@ -92,7 +92,7 @@ pub async fn serve<E: Executor>(
             let presented = init_authorization(&payload).or(upgrade_authorization);
             let mut data = Data::default();
             // Refused credentials still connect: each operation then fails with UNAUTHENTICATED, like over HTTP.
-            data.insert(Caller(auth.principal(presented.as_deref())));
+            data.insert(Caller(auth.principal(presented.as_deref()).await));
             data.insert(slots);
             Ok(data)
         }

@@ -1,6 +1,7 @@
 //! Time travel: the workflow as it was at a moment, and a session's execution timeline.
 //!
-//! Every figure counts only rows with time <= `at`, so nothing from later leaks into the past.
+//! Every figure counts only rows with time <= `at`, so nothing from later leaks into the past; or, for live state,
+//! only the rows up to a mark in commit order (`RowMark`).
 
 use std::collections::HashMap;
 
@@ -153,8 +154,6 @@ impl Store {
         // lifecycle event: one backward step each on the per-session node indexes.
         let mut sql = Sql::new("");
         let s = sql.bind(session.id.clone());
-        // What each part reads: conditions on the traces and events, the traces counted raw (`tail`), and as of a
-        // moment the per-minute totals that stand for the traces before its minute.
         let (traces_until, events_until, tail, minutes) = match as_of {
             AsOf::At(at) => {
                 let minute =

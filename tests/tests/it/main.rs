@@ -14,6 +14,7 @@ mod ids;
 mod import;
 mod import_fixtures;
 mod ingest;
+mod jwks;
 mod late_data;
 mod live;
 mod migrations;

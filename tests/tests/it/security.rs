@@ -28,7 +28,7 @@ async fn secured_app() -> TestApp {
     let auth = AuthArgs {
         jwt_secret: Some(SECRET.into()),
         api_keys: vec![format!("read:{}", hash_api_key("reader-key")), format!("write:{}", hash_api_key("writer-key"))],
-        insecure: false,
+        ..Default::default()
     };
     let args = ServeArgs { auth, ..Default::default() };
     TestApp::with_db(test_db(Kind::Default).await, args).await

@@ -1,0 +1,257 @@
+//! Who is calling: a Supabase-compatible JWT (`role` claim), signed with the HS256 secret or with a key of a JWKS
+//! (RS256, ES256: `jwks`), or a static API key, from the `Authorization` header over HTTP or the `connection_init`
+//! payload over WebSocket.
+//!
+//! `service_role` tokens and write keys may read and write; `authenticated` tokens and read keys may read. With no
+//! auth configured every caller may do everything, which is why the server then refuses non-loopback binds.
+
+mod jwks;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+pub use jwks::{Jwks, JwksSource};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct AuthArgs {
+    /// HS256 secret that signs accepted JWTs (e.g. the Supabase JWT secret).
+    #[arg(long, env = "FLOWTRACE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// URL of a JWKS whose keys sign accepted JWTs (RS256, ES256; e.g. Supabase's
+    /// `https://<project>.supabase.co/auth/v1/.well-known/jwks.json`).
+    #[arg(long, env = "FLOWTRACE_JWKS_URL", conflicts_with = "jwks_file")]
+    pub jwks_url: Option<String>,
+    /// A JWKS file instead of a URL, read again as the URL would be.
+    #[arg(long, env = "FLOWTRACE_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// Accept only JWTs with this `iss`.
+    #[arg(long, env = "FLOWTRACE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Accept only JWTs with this `aud` (Supabase's user tokens carry `authenticated`).
+    #[arg(long, env = "FLOWTRACE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// API keys as `read:<sha256-hex>` or `write:<sha256-hex>`, comma-separated. Hash a key with
+    /// `flowtrace hash-api-key <key>`.
+    #[arg(long, env = "FLOWTRACE_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+    /// Serve on a non-loopback address without auth.
+    #[arg(long, env = "FLOWTRACE_INSECURE")]
+    pub insecure: bool,
+}
+
+impl AuthArgs {
+    /// Whether any credentials are configured (the server then refuses callers without them).
+    pub fn configured(&self) -> bool {
+        self.jwt_secret.as_ref().is_some_and(|s| !s.is_empty())
+            || self.jwks_url.as_ref().is_some_and(|u| !u.is_empty())
+            || self.jwks_file.is_some()
+            || self.api_keys.iter().any(|k| !k.trim().is_empty())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    None,
+    Read,
+    Write,
+}
+
+/// The caller of one request or WebSocket connection.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub access: Access,
+    /// The token's `sub`: the default `userId` of sessions it starts.
+    pub subject: Option<String>,
+    /// When the credentials stop being valid; live subscriptions end then.
+    pub expires: Option<DateTime<Utc>>,
+}
+
+/// Why credentials were refused.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication required: send `Authorization: Bearer <token or API key>`")]
+    Missing,
+    #[error("invalid credentials: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug)]
+struct ApiKey {
+    access: Access,
+    hash: [u8; 32],
+}
+
+#[derive(Clone)]
+pub struct Auth {
+    secret: Option<DecodingKey>,
+    jwks: Option<Arc<Jwks>>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    keys: Vec<ApiKey>,
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    role: Option<String>,
+    sub: Option<String>,
+    exp: Option<i64>,
+}
+
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+impl Auth {
+    /// Checks the arguments without starting anything (no JWKS is read).
+    pub fn check_args(args: &AuthArgs) -> anyhow::Result<()> {
+        api_keys(args).map(|_| ())
+    }
+
+    /// Reads the JWKS, when one is configured, before returning.
+    pub async fn from_args(args: &AuthArgs) -> anyhow::Result<Auth> {
+        let secret = args.jwt_secret.as_ref().filter(|s| !s.is_empty()).map(|s| DecodingKey::from_secret(s.as_bytes()));
+        let source = match (&args.jwks_url, &args.jwks_file) {
+            (Some(url), _) if !url.is_empty() => Some(JwksSource::Url(url.clone())),
+            (_, Some(path)) => Some(JwksSource::File(path.clone())),
+            _ => None,
+        };
+        let jwks = match source {
+            Some(source) => Some(Jwks::start(source).await?),
+            None => None,
+        };
+        let keys = api_keys(args)?;
+        Ok(Auth { secret, jwks, issuer: args.jwt_issuer.clone(), audience: args.jwt_audience.clone(), keys })
+    }
+
+    /// How a token signed with `algorithm` is checked.
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = 5;
+        // A token is not valid before its `nbf` (RFC 7519 §4.1.5), within the same leeway.
+        validation.validate_nbf = true;
+        match &self.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            // Supabase tokens carry `aud: authenticated`; without a configured audience the role claim is what
+            // we authorise on.
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        validation
+    }
+
+    /// The key that checks a token, by its header: the secret for HS256, else the JWKS key it names, which must be
+    /// of the algorithm the header says.
+    async fn key_for(&self, token: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(format!("token rejected ({e})")))?;
+        if header.alg == Algorithm::HS256 {
+            let secret = self.secret.clone();
+            return secret
+                .map(|k| (k, Algorithm::HS256))
+                .ok_or_else(|| AuthError::Invalid("token rejected (HS256 tokens are not accepted here)".into()));
+        }
+        let Some(jwks) = &self.jwks else {
+            return Err(AuthError::Invalid(format!("token rejected ({:?} tokens are not accepted here)", header.alg)));
+        };
+        let kid = header.kid.ok_or_else(|| AuthError::Invalid("token rejected (it names no key id)".into()))?;
+        let shown: String = kid.chars().take(64).collect();
+        let key = jwks
+            .key(&kid)
+            .await
+            .ok_or_else(|| AuthError::Invalid(format!("token rejected (unknown key id {shown:?})")))?;
+        if key.algorithm != header.alg {
+            return Err(AuthError::Invalid(format!("token rejected (key {shown:?} does not sign {:?})", header.alg)));
+        }
+        Ok((key.key, key.algorithm))
+    }
+}
+
+fn api_keys(args: &AuthArgs) -> anyhow::Result<Vec<ApiKey>> {
+    let mut keys = Vec::new();
+    for entry in args.api_keys.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        let (scope, hash) = entry.split_once(':').ok_or_else(|| {
+            anyhow::anyhow!("API key entry '{entry}' must be read:<sha256-hex> or write:<sha256-hex>")
+        })?;
+        let access = match scope {
+            "read" => Access::Read,
+            "write" => Access::Write,
+            other => anyhow::bail!("API key scope '{other}' must be read or write"),
+        };
+        let bytes = hex::decode(hash).ok().filter(|b| b.len() == 32);
+        let Some(bytes) = bytes else {
+            anyhow::bail!("API key hash for scope {scope} must be 64 hex characters (sha256)");
+        };
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&bytes);
+        keys.push(ApiKey { access, hash });
+    }
+    Ok(keys)
+}
+
+impl Auth {
+    pub fn configured(&self) -> bool {
+        self.secret.is_some() || self.jwks.is_some() || !self.keys.is_empty()
+    }
+
+    /// The caller behind an `Authorization` value (`Bearer <jwt or key>`), or `None` for no credentials.
+    pub async fn principal(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        if !self.configured() {
+            return Ok(Principal { access: Access::Write, subject: None, expires: None });
+        }
+        let token = authorization.map(str::trim).filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        // The scheme is case-insensitive (RFC 7235 §2.1): `Bearer`, `bearer`, `BEARER`.
+        let token = match token.split_once(char::is_whitespace) {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            _ => token,
+        };
+        if let Some(principal) = self.api_key(token) {
+            return Ok(principal);
+        }
+        if self.secret.is_none() && self.jwks.is_none() {
+            return Err(AuthError::Invalid("unknown API key".into()));
+        }
+        let (key, algorithm) = self.key_for(token).await?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation(algorithm))
+            .map_err(|e| AuthError::Invalid(format!("token rejected ({e})")))?;
+        let access = match data.claims.role.as_deref() {
+            Some("service_role") => Access::Write,
+            Some("authenticated") => Access::Read,
+            _ => Access::None,
+        };
+        Ok(Principal {
+            access,
+            subject: data.claims.sub,
+            expires: data.claims.exp.and_then(|exp| DateTime::from_timestamp(exp, 0)),
+        })
+    }
+
+    fn api_key(&self, key: &str) -> Option<Principal> {
+        let presented: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        // Compare against every key so timing does not reveal which (or whether one) matched early.
+        let mut found = None;
+        for k in &self.keys {
+            if bool::from(k.hash.ct_eq(&presented)) {
+                found = Some(k.access);
+            }
+        }
+        found.map(|access| Principal { access, subject: None, expires: None })
+    }
+}
+
+/// The outcome of authenticating one request or connection, attached to GraphQL request data.
+#[derive(Clone)]
+pub struct Caller(pub Result<Principal, AuthError>);
+
+impl Caller {
+    pub fn principal(&self) -> Option<&Principal> {
+        self.0.as_ref().ok()
+    }
+}
