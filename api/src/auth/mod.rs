@@ -18,7 +18,7 @@ pub use jwks::{Jwks, JwksSource};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Debug)]
 pub struct AuthArgs {
     /// HS256 secret that signs accepted JWTs (e.g. the Supabase JWT secret).
     #[arg(long, env = "FLOWTRACE_JWT_SECRET", hide_env_values = true)]
@@ -36,13 +36,32 @@ pub struct AuthArgs {
     /// Accept only JWTs with this `aud` (Supabase's user tokens carry `authenticated`).
     #[arg(long, env = "FLOWTRACE_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
-    /// API keys as `read:<sha256-hex>` or `write:<sha256-hex>`, comma-separated. Hash a key with
-    /// `flowtrace hash-api-key <key>`.
+    /// API keys as `read:<sha256-hex>`, `reveal:<sha256-hex>` (reads, payloads included) or `write:<sha256-hex>`,
+    /// comma-separated. Hash a key with `flowtrace hash-api-key <key>`.
     #[arg(long, env = "FLOWTRACE_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
+    /// Claim (a dotted path into the JWT) that, when `true`, lets an `authenticated` token see trace payloads and
+    /// error stacks; `service_role` tokens and write keys always see them.
+    #[arg(long, env = "FLOWTRACE_REVEAL_CLAIM", default_value = "app_metadata.flowtrace_reveal")]
+    pub reveal_claim: String,
     /// Serve on a non-loopback address without auth.
     #[arg(long, env = "FLOWTRACE_INSECURE")]
     pub insecure: bool,
+}
+
+impl Default for AuthArgs {
+    fn default() -> Self {
+        AuthArgs {
+            jwt_secret: None,
+            jwks_url: None,
+            jwks_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            api_keys: Vec::new(),
+            reveal_claim: "app_metadata.flowtrace_reveal".into(),
+            insecure: false,
+        }
+    }
 }
 
 impl AuthArgs {
@@ -70,6 +89,8 @@ pub struct Principal {
     pub subject: Option<String>,
     /// When the credentials stop being valid; live subscriptions end then.
     pub expires: Option<DateTime<Utc>>,
+    /// Whether it may see trace payloads and error stacks (otherwise they read as null, flagged `redacted`).
+    pub reveal: bool,
 }
 
 /// Why credentials were refused.
@@ -84,6 +105,8 @@ pub enum AuthError {
 #[derive(Clone, Debug)]
 struct ApiKey {
     access: Access,
+    /// Payloads and stacks too: write keys, and read keys of kind `reveal`.
+    reveal: bool,
     hash: [u8; 32],
 }
 
@@ -93,14 +116,13 @@ pub struct Auth {
     jwks: Option<Arc<Jwks>>,
     issuer: Option<String>,
     audience: Option<String>,
+    reveal_claim: String,
     keys: Vec<ApiKey>,
 }
 
-#[derive(serde::Deserialize)]
-struct Claims {
-    role: Option<String>,
-    sub: Option<String>,
-    exp: Option<i64>,
+/// The claim at a dotted path (`app_metadata.flowtrace_reveal`).
+fn claim<'a>(claims: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.').try_fold(claims, |v, key| v.get(key))
 }
 
 pub fn hash_api_key(key: &str) -> String {
@@ -126,7 +148,14 @@ impl Auth {
             None => None,
         };
         let keys = api_keys(args)?;
-        Ok(Auth { secret, jwks, issuer: args.jwt_issuer.clone(), audience: args.jwt_audience.clone(), keys })
+        Ok(Auth {
+            secret,
+            jwks,
+            issuer: args.jwt_issuer.clone(),
+            audience: args.jwt_audience.clone(),
+            reveal_claim: args.reveal_claim.clone(),
+            keys,
+        })
     }
 
     /// How a token signed with `algorithm` is checked.
@@ -180,10 +209,11 @@ fn api_keys(args: &AuthArgs) -> anyhow::Result<Vec<ApiKey>> {
         let (scope, hash) = entry.split_once(':').ok_or_else(|| {
             anyhow::anyhow!("API key entry '{entry}' must be read:<sha256-hex> or write:<sha256-hex>")
         })?;
-        let access = match scope {
-            "read" => Access::Read,
-            "write" => Access::Write,
-            other => anyhow::bail!("API key scope '{other}' must be read or write"),
+        let (access, reveal) = match scope {
+            "read" => (Access::Read, false),
+            "reveal" => (Access::Read, true),
+            "write" => (Access::Write, true),
+            other => anyhow::bail!("API key scope '{other}' must be read, reveal or write"),
         };
         let bytes = hex::decode(hash).ok().filter(|b| b.len() == 32);
         let Some(bytes) = bytes else {
@@ -191,7 +221,7 @@ fn api_keys(args: &AuthArgs) -> anyhow::Result<Vec<ApiKey>> {
         };
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&bytes);
-        keys.push(ApiKey { access, hash });
+        keys.push(ApiKey { access, reveal, hash });
     }
     Ok(keys)
 }
@@ -204,7 +234,7 @@ impl Auth {
     /// The caller behind an `Authorization` value (`Bearer <jwt or key>`), or `None` for no credentials.
     pub async fn principal(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
         if !self.configured() {
-            return Ok(Principal { access: Access::Write, subject: None, expires: None });
+            return Ok(Principal { access: Access::Write, subject: None, expires: None, reveal: true });
         }
         let token = authorization.map(str::trim).filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
         // The scheme is case-insensitive (RFC 7235 §2.1): `Bearer`, `bearer`, `BEARER`.
@@ -219,17 +249,21 @@ impl Auth {
             return Err(AuthError::Invalid("unknown API key".into()));
         }
         let (key, algorithm) = self.key_for(token).await?;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation(algorithm))
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &self.validation(algorithm))
             .map_err(|e| AuthError::Invalid(format!("token rejected ({e})")))?;
-        let access = match data.claims.role.as_deref() {
-            Some("service_role") => Access::Write,
-            Some("authenticated") => Access::Read,
-            _ => Access::None,
+        let claims = data.claims;
+        let (access, reveal) = match claims["role"].as_str() {
+            Some("service_role") => (Access::Write, true),
+            Some("authenticated") => {
+                (Access::Read, claim(&claims, &self.reveal_claim) == Some(&serde_json::Value::Bool(true)))
+            }
+            _ => (Access::None, false),
         };
         Ok(Principal {
             access,
-            subject: data.claims.sub,
-            expires: data.claims.exp.and_then(|exp| DateTime::from_timestamp(exp, 0)),
+            subject: claims["sub"].as_str().map(str::to_owned),
+            expires: claims["exp"].as_i64().and_then(|exp| DateTime::from_timestamp(exp, 0)),
+            reveal,
         })
     }
 
@@ -239,10 +273,10 @@ impl Auth {
         let mut found = None;
         for k in &self.keys {
             if bool::from(k.hash.ct_eq(&presented)) {
-                found = Some(k.access);
+                found = Some((k.access, k.reveal));
             }
         }
-        found.map(|access| Principal { access, subject: None, expires: None })
+        found.map(|(access, reveal)| Principal { access, subject: None, expires: None, reveal })
     }
 }
 

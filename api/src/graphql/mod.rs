@@ -84,6 +84,12 @@ pub(crate) fn store<'a>(ctx: &Context<'a>) -> &'a Store {
     ctx.data_unchecked::<Store>()
 }
 
+/// Whether the caller may see trace payloads and error stacks. Without a checked caller (the schema run in
+/// process, with no HTTP or WebSocket edge) there is nobody to withhold them from.
+pub(crate) fn reveals<T>(ctx: &async_graphql::ContextBase<'_, T>) -> bool {
+    ctx.data_opt::<crate::auth::Caller>().is_none_or(|c| c.principal().is_some_and(|p| p.reveal))
+}
+
 pub(crate) fn limits<'a>(ctx: &Context<'a>) -> &'a Limits {
     ctx.data_unchecked::<Limits>()
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::pagination::PageArgs;
 use super::sessions::Session;
 use super::traces::{Trace, TraceConnection, TraceError, traces_page};
-use super::{id_arg, store};
+use super::{id_arg, reveals, store};
 use crate::domain::SessionStatus;
 use crate::error::{Gql, bad_input};
 use crate::live::session_state;
@@ -86,15 +86,20 @@ impl NodeState {
         self.0.last_output.clone().map(Trace)
     }
     /// The error of the latest failed trace it emitted.
-    async fn last_error(&self) -> Option<TraceError> {
-        self.error()
+    async fn last_error(&self, ctx: &Context<'_>) -> Option<TraceError> {
+        self.error(reveals(ctx))
     }
 }
 
 impl NodeState {
-    fn error(&self) -> Option<TraceError> {
+    fn error(&self, reveal: bool) -> Option<TraceError> {
         self.0.last_error.as_ref().map(|t| {
-            TraceError::of(t).unwrap_or(TraceError { message: "trace failed".into(), code: None, stack: None })
+            TraceError::of(t, reveal).unwrap_or(TraceError {
+                message: "trace failed".into(),
+                code: None,
+                stack: None,
+                redacted: false,
+            })
         })
     }
 }
@@ -222,8 +227,8 @@ impl NodeStateChange {
         self.0.last_output.then(|| self.0.node.last_output.clone().map(Trace)).flatten()
     }
     /// The error of the latest failed trace it emitted, when that changed.
-    async fn last_error(&self) -> Option<TraceError> {
-        self.0.last_error.then(|| NodeState(self.0.node.clone()).error()).flatten()
+    async fn last_error(&self, ctx: &Context<'_>) -> Option<TraceError> {
+        self.0.last_error.then(|| NodeState(self.0.node.clone()).error(reveals(ctx))).flatten()
     }
 }
 

@@ -22,6 +22,7 @@ mod modes;
 mod node_status;
 mod process;
 mod queries;
+mod redaction;
 mod reliability;
 mod request_limits;
 mod schema;

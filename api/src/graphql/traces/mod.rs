@@ -18,7 +18,7 @@ use entity::trace;
 
 use super::one_pass::{self, OnePass};
 use super::pagination::{PageArgs, connection};
-use super::{id_arg, limits, store};
+use super::{id_arg, limits, reveals, store};
 use crate::domain::TraceStatus;
 use crate::error::Gql;
 use crate::store::cursor::{CursorKey, SeqKey, TraceKey};
@@ -53,8 +53,12 @@ pub struct NodeRefOut {
 
 #[derive(SimpleObject)]
 pub struct TraceData {
-    /// The data passed, as JSON; null when the engine sent none.
+    /// The data passed, as JSON; null when the engine sent none, or when it is withheld from this caller
+    /// (`redacted`).
     pub payload: Option<Json<serde_json::Value>>,
+    /// True when there is a payload this caller may not see: it needs the reveal scope (a `service_role` token, a
+    /// write or reveal API key, or the reveal claim). `preview`, `size` and `type` stay visible.
+    pub redacted: bool,
     /// Bytes.
     pub size: Option<i64>,
     /// The data's type, as the engine named it.
@@ -70,16 +74,20 @@ pub struct TraceError {
     pub message: String,
     /// A machine-readable code, e.g. ETIMEDOUT.
     pub code: Option<String>,
-    /// The stack trace, when the engine sent one.
+    /// The stack trace, when the engine sent one and this caller may see it (`redacted`).
     pub stack: Option<String>,
+    /// True when there is a stack this caller may not see (see `TraceData.redacted`).
+    pub redacted: bool,
 }
 
 impl TraceError {
-    pub fn of(m: &trace::Model) -> Option<TraceError> {
+    /// The error of a row, its stack withheld unless `reveal`.
+    pub fn of(m: &trace::Model, reveal: bool) -> Option<TraceError> {
         m.error_message.as_ref().map(|message| TraceError {
             message: message.clone(),
             code: m.error_code.clone(),
-            stack: m.error_stack.clone(),
+            stack: m.error_stack.clone().filter(|_| reveal),
+            redacted: !reveal && m.error_stack.is_some(),
         })
     }
 }
@@ -196,13 +204,15 @@ struct DataOf<'a>(&'a trace::Model);
 impl OnePass for DataOf<'_> {
     const TYPE_NAME: &'static str = "TraceData";
 
-    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
         let m = self.0;
         Ok(match field.node.name.node.as_str() {
             // As `Json` resolves: the payload serialised into a GraphQL value.
-            "payload" => {
+            "payload" if reveals(ctx) => {
                 m.data_payload.as_ref().map_or(Value::Null, |p| async_graphql::to_value(p).unwrap_or_default())
             }
+            "payload" => Value::Null,
+            "redacted" => Value::Boolean(m.data_payload.is_some() && !reveals(ctx)),
             "size" => m.data_size.to_value(),
             "type" => m.data_type.to_value(),
             "preview" => m.data_preview.to_value(),
@@ -217,12 +227,14 @@ struct ErrorOf<'a>(&'a trace::Model);
 impl OnePass for ErrorOf<'_> {
     const TYPE_NAME: &'static str = "TraceError";
 
-    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
         let m = self.0;
         Ok(match field.node.name.node.as_str() {
             "message" => m.error_message.to_value(),
             "code" => m.error_code.to_value(),
-            "stack" => m.error_stack.to_value(),
+            "stack" if reveals(ctx) => m.error_stack.to_value(),
+            "stack" => Value::Null,
+            "redacted" => Value::Boolean(m.error_stack.is_some() && !reveals(ctx)),
             other => return Err(one_pass::unknown::<Self>(other, field)),
         })
     }
@@ -268,18 +280,20 @@ impl TraceType {
         Port::target(&self.0).into()
     }
     /// What was passed.
-    async fn data(&self) -> TraceData {
+    async fn data(&self, ctx: &Context<'_>) -> TraceData {
         let m = &self.0;
+        let reveal = reveals(ctx);
         TraceData {
-            payload: m.data_payload.clone().map(Json),
+            payload: m.data_payload.clone().filter(|_| reveal).map(Json),
+            redacted: !reveal && m.data_payload.is_some(),
             size: m.data_size,
             data_type: m.data_type.clone(),
             preview: m.data_preview.clone(),
         }
     }
     /// Present when the transfer failed.
-    async fn error(&self) -> Option<TraceError> {
-        TraceError::of(&self.0)
+    async fn error(&self, ctx: &Context<'_>) -> Option<TraceError> {
+        TraceError::of(&self.0, reveals(ctx))
     }
     /// The (sub)graph the connection belongs to (`main` unless the client said otherwise).
     async fn graph_id(&self) -> &str {
