@@ -60,6 +60,7 @@ pub struct DatabaseArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[expect(clippy::large_enum_variant, reason = "parsed once at startup")]
 pub enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
