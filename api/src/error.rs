@@ -13,6 +13,11 @@ pub const INTERNAL: &str = "INTERNAL";
 pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 /// Valid credentials that do not allow the operation.
 pub const FORBIDDEN: &str = "FORBIDDEN";
+/// A persisted query's hash this server does not know (yet): Apollo's clients then send the document with its hash.
+/// The message is Apollo's too (`PersistedQueryNotFound`), which some clients match on.
+pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+/// With trusted documents: a document that is not in the manifest.
+pub const PERSISTED_QUERY_NOT_IN_LIST: &str = "PERSISTED_QUERY_NOT_IN_LIST";
 
 pub fn coded(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
     async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code))

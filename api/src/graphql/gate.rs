@@ -14,7 +14,7 @@ use std::any::{Any, TypeId};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection};
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType, Selection};
 use async_graphql::{BatchRequest, BatchResponse, Data, Executor, Request, Response, ServerError};
 use futures::StreamExt;
 use futures::stream::{BoxStream, FuturesOrdered};
@@ -63,6 +63,19 @@ impl Gate {
             }
         }
         request.parsed_query()
+    }
+
+    /// The type of the operation a request selects, when its document parses and names one: `GET /graphql` refuses
+    /// mutations before they run. The parsed document stays with the request.
+    pub fn operation_type(&self, request: &mut Request) -> Option<OperationType> {
+        let name = request.operation_name.clone();
+        let document = self.parse(request).ok()?;
+        match &document.operations {
+            DocumentOperations::Single(operation) => Some(operation.node.ty),
+            DocumentOperations::Multiple(operations) => {
+                name.and_then(|name| operations.get(name.as_str())).map(|operation| operation.node.ty)
+            }
+        }
     }
 
     /// Parses the request and decides whether the caller may run it. Returns the metrics label of the operation

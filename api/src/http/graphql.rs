@@ -6,9 +6,11 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use super::{HttpState, graphql_error};
+use super::HttpState;
+use super::media::{self, Media};
+use super::params;
 use crate::auth::Caller;
 use crate::error::{BAD_USER_INPUT, LIMIT_EXCEEDED};
 
@@ -19,33 +21,34 @@ pub(super) async fn graphql_http(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let media = Media::from_accept(&headers);
     if !is_json(&headers) {
         // Browsers send text/plain, form and multipart bodies cross-origin without asking (no CORS preflight), so
         // running them would let any web page write into a server it can reach. A JSON body needs a preflight.
         let message = "POST /graphql takes Content-Type: application/json".into();
-        return graphql_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, BAD_USER_INPUT, message);
+        return media::error(media, StatusCode::UNSUPPORTED_MEDIA_TYPE, BAD_USER_INPUT, message);
     }
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return graphql_error(
+            return media::error(
+                media,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 LIMIT_EXCEEDED,
                 "the request body is larger than the limit (body_limit): send smaller batches".into(),
             );
         }
-        Err(rejection) => return graphql_error(rejection.status(), BAD_USER_INPUT, rejection.body_text()),
+        Err(rejection) => return media::error(media, rejection.status(), BAD_USER_INPUT, rejection.body_text()),
     };
-    let request: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
+    let request = match params::from_body(&body) {
         Ok(request) => request,
-        Err(err) => {
-            let message = format!("the request body is not a GraphQL request in JSON: {err}");
-            return graphql_error(StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
+        Err(params::Malformed(message)) => {
+            return media::error(media, StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
         }
     };
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = Caller(state.auth.principal(authorization));
-    axum::Json(state.gate.execute_batch(request.data(caller)).await).into_response()
+    media::respond(media, &state.gate.execute_batch(request.data(caller)).await)
 }
 
 /// `application/json` or a `+json` type, with any parameters (`; charset=utf-8`).

@@ -1,14 +1,19 @@
 //! The HTTP edge: every route the server answers, and the state its handlers share.
 //!
-//! - `POST /graphql` (and a plain `GET /graphql`): queries and mutations as JSON, in `graphql`.
-//! - `GET /graphql` with a WebSocket upgrade: every operation, subscriptions included, in `ws`.
+//! - `POST /graphql`: queries and mutations as JSON, one or a batch, in `graphql`.
+//! - `GET /graphql`: queries in the URL, in `get`; with a WebSocket upgrade, every operation, subscriptions
+//!   included, in `ws`.
+//! - The GraphQL over HTTP spec's parameters, media types and status codes: `params` and `media`.
 //! - `/` and `/graphiql`: the in-browser IDE, in `graphiql` (unless switched off).
 //! - `/api/health/timescaledb`, `/healthz`, `/readyz`, `/metrics`: probes for monitoring, in `probes`.
 //!
 //! Errors the edge produces itself use the GraphQL error shape, so clients handle one format.
 
+mod get;
 pub mod graphiql;
 mod graphql;
+mod media;
+mod params;
 mod probes;
 pub mod ws;
 
@@ -44,7 +49,7 @@ pub struct HttpState {
 
 /// The routes, with the body limit and CORS from `args`.
 pub fn router(state: HttpState, args: &ServeArgs) -> anyhow::Result<Router> {
-    let mut router = Router::new().route("/graphql", post(graphql::graphql_http).get(ws::graphql_ws));
+    let mut router = Router::new().route("/graphql", post(graphql::graphql_http).get(get::graphql_get));
     if !args.no_graphiql {
         router = router
             .route("/", get(|| async { axum::response::Redirect::temporary("/graphiql") }))

@@ -8,6 +8,7 @@ mod embedded_processes;
 mod endpoints;
 mod export;
 mod fixtures;
+mod graphql_over_http;
 mod harness;
 mod hostile_input;
 mod ids;
