@@ -153,6 +153,12 @@ pub struct ServeArgs {
     /// Do not serve GraphiQL.
     #[arg(long, env = "FLOWTRACE_NO_GRAPHIQL")]
     pub no_graphiql: bool,
+    /// Smallest response, in bytes, sent compressed (gzip, br or zstd, as the client accepts).
+    #[arg(long, env = "FLOWTRACE_COMPRESSION_MIN_BYTES", default_value_t = 1024)]
+    pub compression_min_bytes: u16,
+    /// Never compress responses.
+    #[arg(long, env = "FLOWTRACE_NO_COMPRESSION")]
+    pub no_compression: bool,
 }
 
 impl Default for ServeArgs {
@@ -168,6 +174,8 @@ impl Default for ServeArgs {
             cors_origins: Vec::new(),
             no_introspection: false,
             no_graphiql: false,
+            compression_min_bytes: 1024,
+            no_compression: false,
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - `/` and `/graphiql`: the in-browser IDE, in `graphiql` (unless switched off).
 //! - `/api/health/timescaledb`, `/healthz`, `/readyz`, `/metrics`: probes for monitoring, in `probes`.
 //!
+//! Responses are compressed (see `compression`).
+//!
 //! Errors the edge produces itself use the GraphQL error shape, so clients handle one format.
 
 mod get;
@@ -23,10 +25,12 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{Semaphore, watch};
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::auth::Auth;
@@ -63,7 +67,24 @@ pub fn router(state: HttpState, args: &ServeArgs) -> anyhow::Result<Router> {
         .route("/metrics", get(probes::metrics))
         .layer(DefaultBodyLimit::max(args.body_limit))
         .layer(cors(&args.cors_origins)?)
+        .layer(compression(args))
         .with_state(state))
+}
+
+/// gzip, br or zstd, as the client accepts, for responses of at least `compression_min_bytes`. Not for WebSocket
+/// upgrades, nor for streams (event streams, multipart), whose frames must go out as they come rather than wait for
+/// a compressor's block to fill.
+fn compression(args: &ServeArgs) -> CompressionLayer<impl Predicate + use<>> {
+    let streams = NotForContentType::SSE.and(NotForContentType::const_new("multipart/mixed"));
+    let not_upgrades =
+        |status: StatusCode, _: Version, _: &HeaderMap, _: &Extensions| status != StatusCode::SWITCHING_PROTOCOLS;
+    let predicate =
+        SizeAbove::new(args.compression_min_bytes).and(NotForContentType::IMAGES).and(streams).and(not_upgrades);
+    let layer = match args.no_compression {
+        true => CompressionLayer::new().no_gzip().no_br().no_zstd(),
+        false => CompressionLayer::new(),
+    };
+    layer.compress_when(predicate)
 }
 
 fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {

@@ -2,6 +2,7 @@
 
 mod analytics;
 mod bad_input;
+mod compression;
 mod config_vars;
 mod embedded;
 mod embedded_processes;
