@@ -159,6 +159,13 @@ pub struct ServeArgs {
     /// Never compress responses.
     #[arg(long, env = "FLOWTRACE_NO_COMPRESSION")]
     pub no_compression: bool,
+    /// Most documents remembered for automatic persisted queries (0: switched off).
+    #[arg(long, env = "FLOWTRACE_PERSISTED_QUERIES", default_value_t = 1000)]
+    pub persisted_queries: usize,
+    /// Run only the documents of this manifest (a JSON object of SHA-256 → document, or Apollo's persisted query
+    /// manifest), sent by hash or as identical text.
+    #[arg(long, env = "FLOWTRACE_TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<PathBuf>,
 }
 
 impl Default for ServeArgs {
@@ -176,6 +183,8 @@ impl Default for ServeArgs {
             no_graphiql: false,
             compression_min_bytes: 1024,
             no_compression: false,
+            persisted_queries: 1000,
+            trusted_documents: None,
         }
     }
 }

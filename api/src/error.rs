@@ -16,6 +16,8 @@ pub const FORBIDDEN: &str = "FORBIDDEN";
 /// A persisted query's hash this server does not know (yet): Apollo's clients then send the document with its hash.
 /// The message is Apollo's too (`PersistedQueryNotFound`), which some clients match on.
 pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+/// A persisted query's hash alone, sent to a server with automatic persisted queries switched off.
+pub const PERSISTED_QUERY_NOT_SUPPORTED: &str = "PERSISTED_QUERY_NOT_SUPPORTED";
 /// With trusted documents: a document that is not in the manifest.
 pub const PERSISTED_QUERY_NOT_IN_LIST: &str = "PERSISTED_QUERY_NOT_IN_LIST";
 

@@ -10,6 +10,7 @@ pub mod health;
 pub mod live;
 pub mod one_pass;
 pub mod pagination;
+pub mod persisted;
 pub mod sessions;
 pub mod time_travel;
 pub mod traces;
@@ -56,6 +57,8 @@ pub fn builder() -> SchemaBuilder<Query, Mutation, live::Subscription> {
 #[derive(Clone, Debug, Default)]
 pub struct SchemaOptions {
     pub introspection: bool,
+    /// The documents requests may name by hash (automatic persisted queries, or only trusted documents).
+    pub persisted: std::sync::Arc<persisted::Documents>,
 }
 
 /// The served schema behind its gate.
@@ -66,7 +69,7 @@ pub fn build(store: Store, live: Live, limits: Limits, options: SchemaOptions) -
         served = served.disable_introspection();
         measure = measure.disable_introspection();
     }
-    Gate::new(served.data(store).data(live).data(limits.clone()).finish(), measure.finish(), limits)
+    Gate::new(served.data(store).data(live).data(limits.clone()).finish(), measure.finish(), limits, options.persisted)
 }
 
 /// The SDL, as checked in.

@@ -45,11 +45,11 @@ pub(super) async fn graphql_get(
             return media::error(media, StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
         }
     };
+    let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    request = request.data(Caller(state.auth.principal(authorization)));
     if state.gate.operation_type(&mut request) == Some(OperationType::Mutation) {
         return media::mutation_over_get(media);
     }
-    let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = Caller(state.auth.principal(authorization));
-    let response = state.gate.execute(request.data(caller)).await;
+    let response = state.gate.execute(request).await;
     media::respond(media, &async_graphql::BatchResponse::Single(response))
 }

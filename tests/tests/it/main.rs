@@ -20,6 +20,7 @@ mod live;
 mod migrations;
 mod modes;
 mod node_status;
+mod persisted_queries;
 mod process;
 mod queries;
 mod reliability;
