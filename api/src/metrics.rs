@@ -75,6 +75,7 @@ fn describe() {
         ("flowtrace_live_listener_connected", "1 while the LISTEN connection is up"),
         ("flowtrace_live_subscribers", "Open subscriptions (kind)"),
         ("flowtrace_ws_connections", "Open WebSocket connections"),
+        ("flowtrace_sse_connections", "Open Server-Sent Events streams (graphql-sse)"),
     ] {
         describe_gauge!(name, help);
     }

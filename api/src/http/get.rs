@@ -14,7 +14,7 @@ use axum::response::Response;
 
 use super::media::{self, Media};
 use super::params::{self, GetParams};
-use super::{HttpState, ws};
+use super::{HttpState, sse, ws};
 use crate::auth::Caller;
 use crate::error::BAD_USER_INPUT;
 
@@ -49,6 +49,9 @@ pub(super) async fn graphql_get(
     request = request.data(Caller(state.auth.principal(authorization)));
     if state.gate.operation_type(&mut request) == Some(OperationType::Mutation) {
         return media::mutation_over_get(media);
+    }
+    if sse::wanted(&headers) {
+        return sse::stream(&state, request);
     }
     let response = state.gate.execute(request).await;
     media::respond(media, &async_graphql::BatchResponse::Single(response))

@@ -1,4 +1,5 @@
-//! `POST /graphql`: queries and mutations as JSON, one request or a batch.
+//! `POST /graphql`: queries and mutations as JSON, one request or a batch; with `Accept: text/event-stream`, any
+//! operation as an event stream (see `sse`).
 
 use async_graphql::Executor;
 use axum::body::Bytes;
@@ -10,7 +11,7 @@ use axum::response::Response;
 
 use super::HttpState;
 use super::media::{self, Media};
-use super::params;
+use super::{params, sse};
 use crate::auth::Caller;
 use crate::error::{BAD_USER_INPUT, LIMIT_EXCEEDED};
 
@@ -47,8 +48,11 @@ pub(super) async fn graphql_http(
         }
     };
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = Caller(state.auth.principal(authorization));
-    media::respond(media, &state.gate.execute_batch(request.data(caller)).await)
+    let request = request.data(Caller(state.auth.principal(authorization)));
+    match request {
+        async_graphql::BatchRequest::Single(request) if sse::wanted(&headers) => sse::stream(&state, request),
+        request => media::respond(media, &state.gate.execute_batch(request).await),
+    }
 }
 
 /// `application/json` or a `+json` type, with any parameters (`; charset=utf-8`).

@@ -100,6 +100,11 @@ fn code(error: &ServerError) -> Option<String> {
     }
 }
 
+/// One response as JSON text, for a stream's events.
+pub fn to_json(response: &async_graphql::Response) -> String {
+    serde_json::to_string(&body(response)).unwrap_or_default()
+}
+
 fn body(response: &async_graphql::Response) -> Body<'_> {
     let data = (!is_request_error(response)).then_some(&response.data);
     Body { data, extensions: &response.extensions, errors: &response.errors }

@@ -3,6 +3,7 @@
 //! - `POST /graphql`: queries and mutations as JSON, one or a batch, in `graphql`.
 //! - `GET /graphql`: queries in the URL, in `get`; with a WebSocket upgrade, every operation, subscriptions
 //!   included, in `ws`.
+//! - With `Accept: text/event-stream`, POST and GET answer an event stream (`graphql-sse`), in `sse`.
 //! - The GraphQL over HTTP spec's parameters, media types and status codes: `params` and `media`.
 //! - `/` and `/graphiql`: the in-browser IDE, in `graphiql` (unless switched off).
 //! - `/api/health/timescaledb`, `/healthz`, `/readyz`, `/metrics`: probes for monitoring, in `probes`.
@@ -17,6 +18,7 @@ mod graphql;
 mod media;
 mod params;
 mod probes;
+mod sse;
 pub mod ws;
 
 use std::sync::Arc;

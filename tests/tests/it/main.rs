@@ -29,6 +29,7 @@ mod schema;
 mod security;
 mod seed;
 mod slow_clients;
+mod sse;
 mod startup;
 mod time_travel;
 mod webhooks;

@@ -1,0 +1,154 @@
+//! Subscriptions over Server-Sent Events (`graphql-sse`, distinct connections): stored then live traces, resumption
+//! by cursor, queries as one event, auth, keep-alives, and the stream's end at shutdown.
+
+use std::time::Duration;
+
+use flowtrace::auth::{AuthArgs, hash_api_key};
+use flowtrace::config::ServeArgs;
+use flowtrace::limits::Limits;
+use serde_json::{Value, json};
+
+use crate::fixtures::{record, session, trace};
+use crate::harness::{Kind, TestApp, test_db};
+use crate::live::TRACES_SUB;
+
+/// One event of the stream: its type (`keepalive` for a comment) and data.
+#[derive(Debug)]
+struct SseEvent {
+    kind: String,
+    data: Value,
+}
+
+struct EventStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventStream {
+    async fn open(app: &TestApp, authorization: Option<&str>, body: Value) -> EventStream {
+        let mut request =
+            app.http.post(format!("{}/graphql", app.base)).header("accept", "text/event-stream").json(&body);
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let response = request.send().await.expect("sent");
+        assert_eq!(response.status().as_u16(), 200);
+        let content_type = response.headers()["content-type"].to_str().unwrap_or_default().to_owned();
+        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        assert!(response.headers().get("content-encoding").is_none(), "an event stream is never compressed");
+        EventStream { response, buffer: String::new() }
+    }
+
+    /// The next event, or `None` when the stream ends (or nothing comes within 30 s).
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut kind = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        kind = "keepalive".into();
+                    } else if let Some(value) = line.strip_prefix("event:") {
+                        kind = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim_start());
+                    }
+                }
+                let data = serde_json::from_str(&data).unwrap_or(Value::Null);
+                return Some(SseEvent { kind, data });
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(30), self.response.chunk()).await.ok()?;
+            self.buffer.push_str(std::str::from_utf8(&chunk.ok()??).expect("UTF-8"));
+        }
+    }
+
+    /// The next `next` event's payload, skipping keep-alives.
+    async fn next_result(&mut self) -> Value {
+        loop {
+            match self.next().await {
+                Some(SseEvent { kind, data }) if kind == "next" => return data,
+                Some(SseEvent { kind, .. }) if kind == "keepalive" => continue,
+                other => panic!("expected a next event, got {other:?}"),
+            }
+        }
+    }
+}
+
+fn ids(results: &[Value]) -> Vec<String> {
+    results.iter().map(|r| r["data"]["traces"]["node"]["id"].as_str().expect("id").to_owned()).collect()
+}
+
+#[tokio::test]
+async fn subscriptions_stream_stored_then_live_traces_and_resume_by_cursor() {
+    let mut app = TestApp::start(Kind::Default).await;
+    let s = session(&app, "wf-sse", 0).await;
+    let stored: Vec<Value> = (0..3).map(|i| trace(i, "SUCCESS", "a", "b")).collect();
+    record(&app, s, stored.clone()).await;
+    let mut stream = EventStream::open(&app, None, json!({ "query": TRACES_SUB, "variables": { "s": s } })).await;
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.push(stream.next_result().await);
+    }
+    let stored_ids: Vec<String> = stored.iter().map(|t| t["id"].as_str().expect("id").to_owned()).collect();
+    assert_eq!(ids(&first), stored_ids, "stored traces first, in order");
+    let live: Vec<Value> = (10..12).map(|i| trace(i, "SUCCESS", "a", "b")).collect();
+    record(&app, s, live.clone()).await;
+    let next = vec![stream.next_result().await, stream.next_result().await];
+    let live_ids: Vec<String> = live.iter().map(|t| t["id"].as_str().expect("id").to_owned()).collect();
+    assert_eq!(ids(&next), live_ids, "then live ones");
+
+    let cursor = first[2]["data"]["traces"]["cursor"].clone();
+    let resumed = json!({ "query": TRACES_SUB, "variables": { "s": s, "after": cursor } });
+    let mut resumed = EventStream::open(&app, None, resumed).await;
+    assert_eq!(ids(&[resumed.next_result().await]), vec![live_ids[0].clone()]);
+
+    // A query is one result, then `complete`.
+    let mut query = EventStream::open(&app, None, json!({ "query": "{ __typename }" })).await;
+    assert_eq!(query.next_result().await, json!({ "data": { "__typename": "Query" } }));
+    assert_eq!(query.next().await.map(|e| e.kind).as_deref(), Some("complete"));
+
+    // Shutdown ends open streams, so it does not wait for them.
+    app.server.take().map(|server| server.stopper().send(true));
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = stream.next().await {
+            assert_ne!(event.kind, "complete", "a stream cut by shutdown is not complete: clients reconnect");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended at shutdown");
+}
+
+#[tokio::test]
+async fn streams_keep_the_websocket_rules_for_credentials_keepalives_and_limits() {
+    let auth = AuthArgs { api_keys: vec![format!("read:{}", hash_api_key("reader-key"))], ..Default::default() };
+    let limits = Limits { ws_keepalive_secs: 1, max_ws_connections: 1, ..Default::default() };
+    let app = TestApp::with_db(test_db(Kind::Default).await, ServeArgs { auth, limits, ..Default::default() }).await;
+    let body = json!({ "query": TRACES_SUB, "variables": { "w": "none" } });
+
+    let mut refused = EventStream::open(&app, None, body.clone()).await;
+    let result = refused.next_result().await;
+    assert_eq!(result["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{result}");
+    assert_eq!(refused.next().await.map(|e| e.kind).as_deref(), Some("complete"));
+    drop(refused);
+    // The ended stream gives its connection back once the server has dropped it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut open = EventStream::open(&app, Some("Bearer reader-key"), body.clone()).await;
+    let event = open.next().await.expect("an event");
+    assert_eq!(event.kind, "keepalive", "nothing to send but keep-alives: {event:?}");
+
+    // The one connection allowed is taken.
+    let response = app
+        .http
+        .post(format!("{}/graphql", app.base))
+        .header("accept", "text/event-stream")
+        .header("authorization", "Bearer reader-key")
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 503);
+    let answer: Value = response.json().await.expect("JSON");
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "LIMIT_EXCEEDED");
+}
