@@ -197,6 +197,7 @@ pub async fn spawn_on(
         auth: Arc::new(auth),
         ws: Arc::new(ws),
         ws_connections: ws_connections.clone(),
+        sse: Arc::default(),
         stopped: stopped.clone(),
     };
     let router = http::router(state, &args)?;

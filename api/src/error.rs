@@ -77,6 +77,12 @@ pub fn ensure_code(error: &mut ServerError) {
                         .into();
                 LIMIT_EXCEEDED
             }
+            "Subscriptions are not supported on this transport." => {
+                error.message = "a subscription runs over a WebSocket (graphql-transport-ws) or as Server-Sent Events \
+                                 (Accept: text/event-stream), not as a plain POST or GET"
+                    .into();
+                BAD_USER_INPUT
+            }
             _ => BAD_USER_INPUT,
         };
         error.extensions.get_or_insert_with(Default::default).set("code", code);

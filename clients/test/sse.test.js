@@ -83,3 +83,28 @@ test('graphql-sse: stored then live traces, and a resumption from a cursor', asy
     client.dispose();
   }
 });
+
+test('graphql-sse single connection mode: two subscriptions share one stream', async () => {
+  const session = randomUUID();
+  await gql(`mutation($input: StartSessionInput!) { startSession(input: $input) { id } }`, {
+    input: { id: session, workflowId: 'wf-sse-single', workflowName: 'SSE single connection' },
+  });
+  const stored = [trace(0), trace(1)];
+  await record(session, stored);
+
+  const client = createClient({ url, singleConnection: true, retryAttempts: 0 });
+  try {
+    const a = client.iterate({ query: TRACES, variables: { s: session } });
+    const b = client.iterate({ query: TRACES, variables: { s: session } });
+    assert.deepEqual((await take(a, 2)).map((t) => t.node.id), stored.map((t) => t.id));
+    assert.deepEqual((await take(b, 2)).map((t) => t.node.id), stored.map((t) => t.id));
+    const later = [trace(2)];
+    await record(session, later);
+    assert.deepEqual((await take(a, 1)).map((t) => t.node.id), later.map((t) => t.id));
+    await a.return();
+    assert.deepEqual((await take(b, 1)).map((t) => t.node.id), later.map((t) => t.id));
+    await b.return();
+  } finally {
+    client.dispose();
+  }
+});

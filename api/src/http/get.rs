@@ -14,7 +14,7 @@ use axum::response::Response;
 
 use super::media::{self, Media};
 use super::params::{self, GetParams};
-use super::{HttpState, sse, ws};
+use super::{HttpState, sse, sse_single, ws};
 use crate::auth::Caller;
 use crate::error::BAD_USER_INPUT;
 
@@ -26,6 +26,11 @@ pub(super) async fn graphql_get(
 ) -> Response {
     if let Ok(upgrade) = upgrade {
         return ws::graphql_ws(state, &headers, upgrade);
+    }
+    if let Some(token) = sse_single::token(&headers)
+        && sse::wanted(&headers)
+    {
+        return sse_single::open(&state, token);
     }
     let media = Media::from_accept(&headers);
     let params = match params {

@@ -11,7 +11,7 @@ use axum::response::Response;
 
 use super::HttpState;
 use super::media::{self, Media};
-use super::{params, sse};
+use super::{params, sse, sse_single};
 use crate::auth::Caller;
 use crate::error::{BAD_USER_INPUT, LIMIT_EXCEEDED};
 
@@ -50,7 +50,15 @@ pub(super) async fn graphql_http(
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let request = request.data(Caller(state.auth.principal(authorization)));
     match request {
-        async_graphql::BatchRequest::Single(request) if sse::wanted(&headers) => sse::stream(&state, request),
+        async_graphql::BatchRequest::Single(request) => match sse_single::token(&headers) {
+            Some(token) => sse_single::start(&state, &token, request),
+            None if sse::wanted(&headers) => sse::stream(&state, request),
+            None => media::respond(media, &async_graphql::BatchResponse::Single(state.gate.execute(request).await)),
+        },
+        async_graphql::BatchRequest::Batch(_) if sse_single::token(&headers).is_some() => {
+            let message = "a stream's operations are sent one per request, not as a batch".into();
+            media::error(media, StatusCode::BAD_REQUEST, BAD_USER_INPUT, message)
+        }
         request => media::respond(media, &state.gate.execute_batch(request).await),
     }
 }

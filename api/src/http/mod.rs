@@ -3,7 +3,8 @@
 //! - `POST /graphql`: queries and mutations as JSON, one or a batch, in `graphql`.
 //! - `GET /graphql`: queries in the URL, in `get`; with a WebSocket upgrade, every operation, subscriptions
 //!   included, in `ws`.
-//! - With `Accept: text/event-stream`, POST and GET answer an event stream (`graphql-sse`), in `sse`.
+//! - With `Accept: text/event-stream`, POST and GET answer an event stream (`graphql-sse`), in `sse`; PUT, DELETE
+//!   and requests with a stream token are its single connection mode, in `sse_single`.
 //! - The GraphQL over HTTP spec's parameters, media types and status codes: `params` and `media`.
 //! - `/` and `/graphiql`: the in-browser IDE, in `graphiql` (unless switched off).
 //! - `/api/health/timescaledb`, `/healthz`, `/readyz`, `/metrics`: probes for monitoring, in `probes`.
@@ -19,6 +20,7 @@ mod media;
 mod params;
 mod probes;
 mod sse;
+pub mod sse_single;
 pub mod ws;
 
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, Version};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{Semaphore, watch};
@@ -50,12 +52,17 @@ pub struct HttpState {
     pub ws: Arc<WsSettings>,
     /// One permit per open WebSocket; shutdown waits for all of them to come back.
     pub ws_connections: Arc<Semaphore>,
+    /// Event streams reserved in graphql-sse's single connection mode.
+    pub sse: Arc<sse_single::Reservations>,
     pub stopped: watch::Receiver<bool>,
 }
 
 /// The routes, with the body limit and CORS from `args`.
 pub fn router(state: HttpState, args: &ServeArgs) -> anyhow::Result<Router> {
-    let mut router = Router::new().route("/graphql", post(graphql::graphql_http).get(get::graphql_get));
+    let mut router = Router::new().route(
+        "/graphql",
+        post(graphql::graphql_http).get(get::graphql_get).put(sse_single::reserve).delete(sse_single::stop),
+    );
     if !args.no_graphiql {
         router = router
             .route("/", get(|| async { axum::response::Redirect::temporary("/graphiql") }))
@@ -90,8 +97,10 @@ fn compression(args: &ServeArgs) -> CompressionLayer<impl Predicate + use<>> {
 }
 
 fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
-    let layer =
-        CorsLayer::new().allow_methods([Method::GET, Method::POST]).allow_headers([CONTENT_TYPE, AUTHORIZATION]);
+    let token = HeaderName::from_static(sse_single::TOKEN_HEADER);
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([CONTENT_TYPE, AUTHORIZATION, token]);
     if origins.iter().any(|o| o == "*") {
         return Ok(layer.allow_origin(Any));
     }

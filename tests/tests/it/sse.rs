@@ -1,5 +1,6 @@
 //! Subscriptions over Server-Sent Events (`graphql-sse`, distinct connections): stored then live traces, resumption
-//! by cursor, queries as one event, auth, keep-alives, and the stream's end at shutdown.
+//! by cursor, queries as one event, auth, keep-alives, and the stream's end at shutdown; and the single connection
+//! mode, where operations share a reserved stream.
 
 use std::time::Duration;
 
@@ -31,7 +32,10 @@ impl EventStream {
         if let Some(authorization) = authorization {
             request = request.header("authorization", authorization);
         }
-        let response = request.send().await.expect("sent");
+        EventStream::of(request.send().await.expect("sent"))
+    }
+
+    fn of(response: reqwest::Response) -> EventStream {
         assert_eq!(response.status().as_u16(), 200);
         let content_type = response.headers()["content-type"].to_str().unwrap_or_default().to_owned();
         assert!(content_type.starts_with("text/event-stream"), "{content_type}");
@@ -108,6 +112,12 @@ async fn subscriptions_stream_stored_then_live_traces_and_resume_by_cursor() {
     assert_eq!(query.next_result().await, json!({ "data": { "__typename": "Query" } }));
     assert_eq!(query.next().await.map(|e| e.kind).as_deref(), Some("complete"));
 
+    // Without the event stream, a subscription says where it runs.
+    let plain = app.gql(TRACES_SUB, json!({ "s": s })).await;
+    assert_eq!(plain["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    let message = plain["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("text/event-stream") && message.contains("WebSocket"), "{message}");
+
     // Shutdown ends open streams, so it does not wait for them.
     app.server.take().map(|server| server.stopper().send(true));
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
@@ -151,4 +161,78 @@ async fn streams_keep_the_websocket_rules_for_credentials_keepalives_and_limits(
     assert_eq!(response.status().as_u16(), 503);
     let answer: Value = response.json().await.expect("JSON");
     assert_eq!(answer["errors"][0]["extensions"]["code"], "LIMIT_EXCEEDED");
+}
+
+#[tokio::test]
+async fn operations_share_a_reserved_stream_in_single_connection_mode() {
+    let auth = AuthArgs { api_keys: vec![format!("read:{}", hash_api_key("reader-key"))], ..Default::default() };
+    let limits = Limits { ws_init_timeout_secs: 1, ..Default::default() };
+    let app = TestApp::with_db(test_db(Kind::Default).await, ServeArgs { auth, limits, ..Default::default() }).await;
+    let url = format!("{}/graphql", app.base);
+    let key = "Bearer reader-key";
+    let reserve = || app.http.put(&url).header("authorization", key).send();
+
+    assert_eq!(
+        app.http.put(&url).send().await.expect("sent").status().as_u16(),
+        401,
+        "a reservation needs credentials"
+    );
+    let response = reserve().await.expect("sent");
+    assert_eq!(response.status().as_u16(), 201);
+    let token = response.text().await.expect("the token");
+    let open = || {
+        app.http.get(&url).header("accept", "text/event-stream").header("x-graphql-event-stream-token", &token).send()
+    };
+    let mut stream = EventStream::of(open().await.expect("sent"));
+    assert_eq!(open().await.expect("sent").status().as_u16(), 409, "one stream per token");
+
+    let start = |id: &str, query: &str| {
+        let body = json!({ "query": query, "extensions": { "operationId": id } });
+        app.http
+            .post(&url)
+            .header("authorization", key)
+            .header("x-graphql-event-stream-token", &token)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        start("live", "subscription { traces(workflowId: \"none\") { cursor } }")
+            .await
+            .expect("sent")
+            .status()
+            .as_u16(),
+        202
+    );
+    assert_eq!(start("live", "{ __typename }").await.expect("sent").status().as_u16(), 409, "an id in use");
+    assert_eq!(start("q", "{ __typename }").await.expect("sent").status().as_u16(), 202);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let event = stream.next().await.expect("an event");
+        match event.kind.as_str() {
+            "keepalive" => continue,
+            _ => seen.push((event.kind, event.data)),
+        }
+    }
+    assert_eq!(seen[0], ("next".into(), json!({ "id": "q", "payload": { "data": { "__typename": "Query" } } })));
+    assert_eq!(seen[1], ("complete".into(), json!({ "id": "q" })));
+
+    let stop = app
+        .http
+        .delete(format!("{url}?operationId=live"))
+        .header("x-graphql-event-stream-token", &token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(stop.status().as_u16(), 200);
+    assert_eq!(start("live", "{ __typename }").await.expect("sent").status().as_u16(), 202, "its id is free again");
+
+    // Unknown tokens, and reservations never opened, are not found.
+    let unknown =
+        app.http.get(&url).header("accept", "text/event-stream").header("x-graphql-event-stream-token", "nope");
+    assert_eq!(unknown.send().await.expect("sent").status().as_u16(), 404);
+    let lapsing = reserve().await.expect("sent").text().await.expect("token");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let lapsed =
+        app.http.get(&url).header("accept", "text/event-stream").header("x-graphql-event-stream-token", lapsing);
+    assert_eq!(lapsed.send().await.expect("sent").status().as_u16(), 404, "lapsed after ws_init_timeout_secs");
 }
