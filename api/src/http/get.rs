@@ -14,7 +14,7 @@ use axum::response::Response;
 
 use super::media::{self, Media};
 use super::params::{self, GetParams};
-use super::{HttpState, sse, sse_single, ws};
+use super::{HttpState, multipart, sse, sse_single, ws};
 use crate::auth::Caller;
 use crate::error::BAD_USER_INPUT;
 
@@ -54,6 +54,9 @@ pub(super) async fn graphql_get(
     request = request.data(Caller(state.auth.principal(authorization)));
     if state.gate.operation_type(&mut request) == Some(OperationType::Mutation) {
         return media::mutation_over_get(media);
+    }
+    if multipart::wanted(&headers) {
+        return multipart::stream(&state, request);
     }
     if sse::wanted(&headers) {
         return sse::stream(&state, request);

@@ -1,5 +1,6 @@
 //! `POST /graphql`: queries and mutations as JSON, one request or a batch; with `Accept: text/event-stream`, any
-//! operation as an event stream (see `sse`).
+//! operation as an event stream (see `sse`), with `Accept: multipart/mixed;subscriptionSpec=1.0` as a multipart one
+//! (see `multipart`).
 
 use async_graphql::Executor;
 use axum::body::Bytes;
@@ -11,7 +12,7 @@ use axum::response::Response;
 
 use super::HttpState;
 use super::media::{self, Media};
-use super::{params, sse, sse_single};
+use super::{multipart, params, sse, sse_single};
 use crate::auth::Caller;
 use crate::error::{BAD_USER_INPUT, LIMIT_EXCEEDED};
 
@@ -52,6 +53,7 @@ pub(super) async fn graphql_http(
     match request {
         async_graphql::BatchRequest::Single(request) => match sse_single::token(&headers) {
             Some(token) => sse_single::start(&state, &token, request),
+            None if multipart::wanted(&headers) => multipart::stream(&state, request),
             None if sse::wanted(&headers) => sse::stream(&state, request),
             None => media::respond(media, &async_graphql::BatchResponse::Single(state.gate.execute(request).await)),
         },

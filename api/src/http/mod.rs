@@ -5,6 +5,7 @@
 //!   included, in `ws`.
 //! - With `Accept: text/event-stream`, POST and GET answer an event stream (`graphql-sse`), in `sse`; PUT, DELETE
 //!   and requests with a stream token are its single connection mode, in `sse_single`.
+//! - With `Accept: multipart/mixed;subscriptionSpec=1.0`, a multipart stream (Apollo's protocol), in `multipart`.
 //! - The GraphQL over HTTP spec's parameters, media types and status codes: `params` and `media`.
 //! - `/` and `/graphiql`: the in-browser IDE, in `graphiql` (unless switched off).
 //! - `/api/health/timescaledb`, `/healthz`, `/readyz`, `/metrics`: probes for monitoring, in `probes`.
@@ -17,6 +18,7 @@ mod get;
 pub mod graphiql;
 mod graphql;
 mod media;
+mod multipart;
 mod params;
 mod probes;
 mod sse;

@@ -19,6 +19,7 @@ mod ingest;
 mod live;
 mod migrations;
 mod modes;
+mod multipart;
 mod node_status;
 mod persisted_queries;
 mod process;
