@@ -2,61 +2,77 @@
 //! body or a URL's query string, checked by type before anything runs: a wrong type is the client's mistake, answered
 //! with 400 whatever the media type (the GraphQL over HTTP spec's "well-formed request").
 
-use async_graphql::{BatchRequest, Request, Variables};
-use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+use async_graphql::{BatchRequest, Request, Value, Variables};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
 /// Why a request is not a well-formed GraphQL-over-HTTP request; answered with 400.
 #[derive(Debug)]
 pub struct Malformed(pub String);
 
+type Extensions = HashMap<String, Value>;
+
+/// One request as sent, each parameter checked by type as it is read (no intermediate JSON tree: an ingest batch
+/// can be megabytes of variables).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire {
+    #[serde(default, deserialize_with = "query")]
+    query: Option<String>,
+    #[serde(default, deserialize_with = "operation_name")]
+    operation_name: Option<String>,
+    #[serde(default, deserialize_with = "variables")]
+    variables: Option<Variables>,
+    #[serde(default, deserialize_with = "extensions")]
+    extensions: Option<Extensions>,
+}
+
+/// Reads a parameter, naming it and what it must be when it is something else; `null` is absent.
+fn named<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D, what: &str) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d).map_err(|err| D::Error::custom(format!("{what} ({err})")))
+}
+
+fn query<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    named(d, "`query` must be a string")
+}
+
+fn operation_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    named(d, "`operationName` must be a string")
+}
+
+fn variables<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Variables>, D::Error> {
+    named(d, "`variables` must be a JSON object")
+}
+
+fn extensions<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Extensions>, D::Error> {
+    named(d, "`extensions` must be a JSON object")
+}
+
 /// A POST body: one request object, or a batch (a non-empty array of them).
 pub fn from_body(body: &[u8]) -> Result<BatchRequest, Malformed> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|err| Malformed(format!("the request body is not a GraphQL request in JSON: {err}")))?;
-    match value {
-        Value::Array(items) if items.is_empty() => {
-            Err(Malformed("the request body is an empty batch: send at least one request".into()))
+    let not_a_request = |err: serde_json::Error| {
+        Malformed(format!("the request body is not a GraphQL request in JSON (an object with a `query`): {err}"))
+    };
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        let wires: Vec<Wire> = serde_json::from_slice(body).map_err(not_a_request)?;
+        if wires.is_empty() {
+            return Err(Malformed("the request body is an empty batch: send at least one request".into()));
         }
-        Value::Array(items) => {
-            let requests = items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| from_object(item).map_err(|Malformed(m)| Malformed(format!("batch item {i}: {m}"))))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(BatchRequest::Batch(requests))
-        }
-        value => Ok(BatchRequest::Single(from_object(value)?)),
+        let requests = wires
+            .into_iter()
+            .enumerate()
+            .map(|(i, wire)| from_wire(wire).map_err(|Malformed(m)| Malformed(format!("batch item {i}: {m}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(BatchRequest::Batch(requests));
     }
+    let wire: Wire = serde_json::from_slice(body).map_err(not_a_request)?;
+    Ok(BatchRequest::Single(from_wire(wire)?))
 }
 
-fn from_object(value: Value) -> Result<Request, Malformed> {
-    let Value::Object(mut object) = value else {
-        return Err(Malformed(
-            "the request body is not a GraphQL request in JSON: expected an object with a `query`".into(),
-        ));
-    };
-    let query = match object.remove("query") {
-        Some(Value::String(query)) => Some(query),
-        None | Some(Value::Null) => None,
-        Some(other) => return Err(Malformed(format!("`query` must be a string, not {}", kind(&other)))),
-    };
-    let operation_name = match object.remove("operationName") {
-        Some(Value::String(name)) => Some(name),
-        None | Some(Value::Null) => None,
-        Some(other) => return Err(Malformed(format!("`operationName` must be a string, not {}", kind(&other)))),
-    };
-    let variables = map("variables", object.remove("variables"))?;
-    let extensions = map("extensions", object.remove("extensions"))?;
-    build(query, operation_name, variables, extensions)
-}
-
-/// `variables` and `extensions`: a map, or absent.
-fn map(name: &str, value: Option<Value>) -> Result<Option<Map<String, Value>>, Malformed> {
-    match value {
-        Some(Value::Object(map)) => Ok(Some(map)),
-        None | Some(Value::Null) => Ok(None),
-        Some(other) => Err(Malformed(format!("`{name}` must be a JSON object, not {}", kind(&other)))),
-    }
+fn from_wire(wire: Wire) -> Result<Request, Malformed> {
+    build(wire.query, wire.operation_name, wire.variables, wire.extensions)
 }
 
 /// The URL parameters of a GET request, each as its text.
@@ -78,22 +94,21 @@ impl GetParams {
 
 /// A GET request: `variables` and `extensions` are URL-encoded JSON objects.
 pub fn from_url(params: GetParams) -> Result<Request, Malformed> {
-    let json = |name: &str, text: Option<String>| -> Result<Option<Map<String, Value>>, Malformed> {
+    fn json<T: serde::de::DeserializeOwned>(name: &str, text: Option<String>) -> Result<Option<T>, Malformed> {
         let Some(text) = text.filter(|t| !t.is_empty()) else { return Ok(None) };
-        let value = serde_json::from_str(&text)
-            .map_err(|err| Malformed(format!("`{name}` must be a URL-encoded JSON object: {err}")))?;
-        map(name, Some(value))
-    };
-    let variables = json("variables", params.variables)?;
-    let extensions = json("extensions", params.extensions)?;
+        serde_json::from_str::<Option<T>>(&text)
+            .map_err(|err| Malformed(format!("`{name}` must be a URL-encoded JSON object: {err}")))
+    }
+    let variables = json::<Variables>("variables", params.variables)?;
+    let extensions = json::<Extensions>("extensions", params.extensions)?;
     build(params.query, params.operation_name.filter(|n| !n.is_empty()), variables, extensions)
 }
 
 fn build(
     query: Option<String>,
     operation_name: Option<String>,
-    variables: Option<Map<String, Value>>,
-    extensions: Option<Map<String, Value>>,
+    variables: Option<Variables>,
+    extensions: Option<Extensions>,
 ) -> Result<Request, Malformed> {
     // A persisted query names its document by hash instead of sending it.
     let persisted = extensions.as_ref().is_some_and(|e| e.contains_key("persistedQuery"));
@@ -105,25 +120,12 @@ fn build(
     let mut request = Request::new(query);
     request.operation_name = operation_name;
     if let Some(variables) = variables {
-        request = request.variables(Variables::from_json(Value::Object(variables)));
+        request = request.variables(variables);
     }
-    for (name, value) in extensions.unwrap_or_default() {
-        let value = async_graphql::Value::from_json(value)
-            .map_err(|err| Malformed(format!("`extensions.{name}` is not a GraphQL value: {err}")))?;
-        request.extensions.0.insert(name, value);
+    if let Some(extensions) = extensions {
+        request.extensions.0 = extensions;
     }
     Ok(request)
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
