@@ -78,8 +78,9 @@ pub fn ensure_code(error: &mut ServerError) {
                 LIMIT_EXCEEDED
             }
             "Subscriptions are not supported on this transport." => {
-                error.message = "a subscription runs over a WebSocket (graphql-transport-ws) or as Server-Sent Events \
-                                 (Accept: text/event-stream), not as a plain POST or GET"
+                error.message = "a subscription runs over a WebSocket (graphql-transport-ws), as Server-Sent Events \
+                                 (Accept: text/event-stream) or as HTTP multipart (Accept: \
+                                 multipart/mixed;subscriptionSpec=1.0), not as a plain POST or GET"
                     .into();
                 BAD_USER_INPUT
             }

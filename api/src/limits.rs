@@ -28,7 +28,7 @@ pub struct Limits {
     /// Highest query complexity: each field costs 1, and a connection multiplies its selection by its page size.
     #[arg(long, env = "FLOWTRACE_MAX_COMPLEXITY", default_value_t = 100_000)]
     pub max_complexity: usize,
-    /// Most WebSocket connections this process serves at once.
+    /// Most WebSocket connections and HTTP streams (SSE, multipart) this process serves at once.
     #[arg(long, env = "FLOWTRACE_MAX_WS_CONNECTIONS", default_value_t = 10_000)]
     pub max_ws_connections: usize,
     /// Most subscriptions open on one WebSocket connection.

@@ -52,7 +52,7 @@ pub struct HttpState {
     pub store: Store,
     pub auth: Arc<Auth>,
     pub ws: Arc<WsSettings>,
-    /// One permit per open WebSocket; shutdown waits for all of them to come back.
+    /// One permit per open WebSocket or HTTP stream (SSE, multipart); shutdown waits for all of them to come back.
     pub ws_connections: Arc<Semaphore>,
     /// Event streams reserved in graphql-sse's single connection mode.
     pub sse: Arc<sse_single::Reservations>,
