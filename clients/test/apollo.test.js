@@ -1,9 +1,10 @@
-// Apollo Client 4 against a running flowtrace at FLOWTRACE_URL: a query, and a subscription over HTTP multipart
-// (Apollo's protocol) that gets stored traces, then live ones.
+// Apollo Client 4 against a running flowtrace at FLOWTRACE_URL: a query, automatic persisted queries, and a
+// subscription over HTTP multipart (Apollo's protocol) that gets stored traces, then live ones.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { ApolloClient, HttpLink, InMemoryCache, gql } from '@apollo/client';
+import { PersistedQueryLink } from '@apollo/client/link/persisted-queries';
 
 const url = process.env.FLOWTRACE_URL;
 if (!url) {
@@ -45,6 +46,31 @@ test('Apollo Client: a query', async () => {
   const { data, error } = await apollo.query({ query: gql`query Typename { __typename }` });
   assert.equal(error, undefined);
   assert.equal(data.__typename, 'Query');
+  apollo.stop();
+});
+
+test('Apollo Client: automatic persisted queries register on a miss, then go by hash alone', async () => {
+  const sent = [];
+  const recording = (input, init) => {
+    sent.push(JSON.parse(init.body));
+    return fetch(input, init);
+  };
+  const sha256 = (text) => createHash('sha256').update(text).digest('hex');
+  const link = new PersistedQueryLink({ sha256 }).concat(new HttpLink({ uri: url, fetch: recording }));
+  const apollo = new ApolloClient({ link, cache: new InMemoryCache() });
+  // A document no other test sends, so the server cannot know its hash yet.
+  const marker = `Persisted${randomUUID().replaceAll('-', '')}`;
+  const query = gql(`query ${marker} { __typename }`);
+  for (let round = 0; round < 2; round++) {
+    const { data, error } = await apollo.query({ query, fetchPolicy: 'network-only' });
+    assert.equal(error, undefined, String(error));
+    assert.equal(data.__typename, 'Query');
+  }
+  assert.deepEqual(
+    sent.map((body) => [typeof body.query, typeof body.extensions?.persistedQuery?.sha256Hash]),
+    [['undefined', 'string'], ['string', 'string'], ['undefined', 'string']],
+    'the hash alone, then with the document after the miss, then the hash alone again',
+  );
   apollo.stop();
 });
 
