@@ -19,6 +19,7 @@ pub mod graphiql;
 mod graphql;
 mod media;
 mod multipart;
+mod paced;
 mod params;
 mod probes;
 mod sse;

@@ -4,8 +4,8 @@
 //! operation ends.
 //!
 //! It keeps the rules of the other streams (see `sse`): credentials from the `Authorization` header, a connection
-//! counted against max_ws_connections, keep-alives every ws_keepalive_secs, and at shutdown the body ends without
-//! the closing delimiter.
+//! counted against max_ws_connections, keep-alives every ws_keepalive_secs, a client that does not read for
+//! ws_send_timeout_secs loses the stream (see `paced`), and at shutdown the body ends without the closing delimiter.
 
 use std::convert::Infallible;
 
@@ -18,6 +18,7 @@ use futures::StreamExt;
 
 use super::HttpState;
 use super::media::{self, Media};
+use super::paced::paced;
 use crate::error::LIMIT_EXCEEDED;
 
 const CONTENT: &str = r#"multipart/mixed;boundary="graphql";subscriptionSpec=1.0"#;
@@ -44,11 +45,15 @@ pub fn stream(state: &HttpState, request: Request) -> Response {
         let message = "this server has reached its limit of streaming connections (max_ws_connections)".into();
         return media::error(Media::Json, StatusCode::SERVICE_UNAVAILABLE, LIMIT_EXCEEDED, message);
     };
-    let mut results = state.gate.execute_stream(request, None);
+    let results = state
+        .gate
+        .execute_stream(request, None)
+        .map(|response| part(&format!(r#"{{"payload":{}}}"#, media::to_json(&response))))
+        .boxed();
+    let mut results = paced(results, Bytes::from_static(b"--\r\n"), state.ws.send_timeout, permit);
     let mut stopped = state.stopped.clone();
     let keepalive = state.ws.keepalive;
     let body = async_stream::stream! {
-        let _permit = permit;
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
@@ -58,16 +63,16 @@ pub fn stream(state: &HttpState, request: Request) -> Response {
         tick.tick().await;
         loop {
             tokio::select! {
-                result = results.next() => match result {
-                    Some(response) => yield Ok(part(&format!(r#"{{"payload":{}}}"#, media::to_json(&response)))),
-                    None => break,
+                // The closing delimiter comes last from an operation that ended; none when the client was too slow.
+                part = results.next() => match part {
+                    Some(part) => yield Ok(part),
+                    None => return,
                 },
                 _ = tick.tick() => yield Ok(part("{}")),
                 // Not the closing delimiter: the operation did not end, the client may subscribe again.
                 _ = &mut shutdown => return,
             }
         }
-        yield Ok(Bytes::from_static(b"--\r\n"));
     };
     ([(CONTENT_TYPE, CONTENT), (CACHE_CONTROL, "no-cache")], Body::from_stream(body)).into_response()
 }

@@ -4,8 +4,9 @@
 //! not get through.
 //!
 //! It keeps the WebSocket transport's rules: credentials from the `Authorization` header (an expired token ends the
-//! stream, in the gate), streams count against max_ws_connections, keep-alive comments every ws_keepalive_secs, and
-//! on shutdown the stream ends (without `complete`, so clients reconnect, to this server or another).
+//! stream, in the gate), streams count against max_ws_connections, keep-alive comments every ws_keepalive_secs, a
+//! client that does not read for ws_send_timeout_secs loses the stream (see `paced`), and on shutdown the stream
+//! ends (without `complete`, so clients reconnect, to this server or another).
 
 use std::convert::Infallible;
 
@@ -18,6 +19,7 @@ use futures::StreamExt;
 
 use super::HttpState;
 use super::media::{self, Media};
+use super::paced::paced;
 use crate::error::LIMIT_EXCEEDED;
 
 /// Whether the client asks for an event stream.
@@ -36,14 +38,15 @@ pub fn stream(state: &HttpState, request: Request) -> Response {
         return media::error(Media::Json, StatusCode::SERVICE_UNAVAILABLE, LIMIT_EXCEEDED, message);
     };
     metrics::gauge!("flowtrace_sse_connections").increment(1.0);
-    let open = Open(permit);
+    let open = Open;
     let mut stopped = state.stopped.clone();
-    let complete = futures::stream::once(async { Event::default().event("complete").data("") });
-    let events = state
+    let results = state
         .gate
         .execute_stream(request, None)
         .map(|response| Event::default().event("next").data(media::to_json(&response)))
-        .chain(complete)
+        .boxed();
+    let complete = Event::default().event("complete").data("");
+    let events = paced(results, complete, state.ws.send_timeout, permit)
         .take_until(async move {
             let _ = stopped.wait_for(|s| *s).await;
         })
@@ -58,8 +61,8 @@ pub fn stream(state: &HttpState, request: Request) -> Response {
     response
 }
 
-/// A stream's hold on one of the connection permits, counted while it lives.
-struct Open(#[expect(dead_code, reason = "held, never read")] tokio::sync::OwnedSemaphorePermit);
+/// Counts an open stream while it lives.
+struct Open;
 
 impl Drop for Open {
     fn drop(&mut self) {

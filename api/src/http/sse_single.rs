@@ -10,7 +10,7 @@
 //!
 //! The stream holds one of max_ws_connections and its operations max_subscriptions_per_connection slots, like a
 //! WebSocket; each operation runs with the credentials of the request that started it; the stream ends (and every
-//! operation with it) when the client leaves or the server shuts down.
+//! operation with it) when the client leaves, does not read for ws_send_timeout_secs, or the server shuts down.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -163,16 +163,31 @@ pub fn start(state: &HttpState, token: &str, request: Request) -> Response {
     session.insert(reservation.slots.clone());
     let mut results = state.gate.execute_stream(request, Some(Arc::new(session)));
     let (reservations_arc, token_owned, task_id) = (state.sse.clone(), token.to_owned(), id.clone());
+    let send_timeout = state.ws.send_timeout;
     // Spawned and recorded under the lock, so the task's own removal at its end comes after the record.
     let task = tokio::spawn(async move {
         let quoted = serde_json::to_string(&task_id).unwrap_or_default();
+        // A client that does not read for send_timeout loses the stream, every operation on it with it.
+        let send = |event: Event| async {
+            match events.send_timeout(event, send_timeout).await {
+                Ok(()) => true,
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    metrics::counter!("flowtrace_http_stream_too_slow_total").increment(1);
+                    reservations_arc.end(&token_owned);
+                    false
+                }
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+            }
+        };
         while let Some(response) = results.next().await {
             let data = format!(r#"{{"id":{quoted},"payload":{}}}"#, media::to_json(&response));
-            if events.send(Event::default().event("next").data(data)).await.is_err() {
+            if !send(Event::default().event("next").data(data)).await {
                 return;
             }
         }
-        let _ = events.send(Event::default().event("complete").data(format!(r#"{{"id":{quoted}}}"#))).await;
+        if !send(Event::default().event("complete").data(format!(r#"{{"id":{quoted}}}"#))).await {
+            return;
+        }
         if let Some(reservation) = reservations_arc.lock().get_mut(&token_owned) {
             reservation.operations.remove(&task_id);
         }

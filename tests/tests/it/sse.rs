@@ -236,3 +236,60 @@ async fn operations_share_a_reserved_stream_in_single_connection_mode() {
         app.http.get(&url).header("accept", "text/event-stream").header("x-graphql-event-stream-token", lapsing);
     assert_eq!(lapsed.send().await.expect("sent").status().as_u16(), 404, "lapsed after ws_init_timeout_secs");
 }
+
+#[tokio::test]
+async fn a_stream_whose_client_stops_reading_gives_its_connection_back_after_the_send_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let limits = Limits { ws_send_timeout_secs: 1, max_ws_connections: 1, ..Default::default() };
+    let app = TestApp::with_db(test_db(Kind::Default).await, ServeArgs { limits, ..Default::default() }).await;
+    let s = session(&app, "wf-sse-slow", 0).await;
+    for from in (0..30_000).step_by(10_000) {
+        record(
+            &app,
+            s,
+            (from..from + 10_000).map(|i| trace(i % 3600, "SUCCESS", "source-node", "target-node")).collect(),
+        )
+        .await;
+    }
+
+    // A client that asks for every stored trace over a socket with a small receive buffer, and never reads.
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().expect("address");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("TCP connects");
+    socket.set_nonblocking(true).expect("non-blocking");
+    let mut tcp = tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket)).expect("tokio stream");
+    let body = json!({ "query": TRACES_SUB, "variables": { "s": s } }).to_string();
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("request sent");
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).await.expect("the status line");
+    assert_eq!(&head, b"HTTP/1.1 200", "the stream opened");
+
+    let url = format!("{}/graphql", app.base);
+    let second =
+        || app.http.post(&url).header("accept", "text/event-stream").json(&json!({ "query": "{ __typename }" }));
+    // First the stalled stream holds the one connection, then, its client not reading, gives it back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for (wanted, what) in [(503, "the stalled stream took the connection"), (200, "and gave it back")] {
+        loop {
+            let status = second().send().await.expect("sent").status().as_u16();
+            if status == wanted {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}: still {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let metrics = app.get("/metrics").await.1;
+    let given_up = metrics.as_str().unwrap_or_default().lines().find_map(|line| {
+        line.strip_prefix("flowtrace_http_stream_too_slow_total ").and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    assert!(given_up.is_some_and(|n| n >= 1.0), "counted: {given_up:?}");
+    drop(tcp);
+}
