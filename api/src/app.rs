@@ -14,6 +14,7 @@ use crate::auth::Auth;
 use crate::config::{DatabaseArgs, ServeArgs};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPostgres, default_data_dir};
 use crate::embedded_shared::{Closed, SharedCluster};
+use crate::graphql::persisted::Documents;
 use crate::graphql::{self, SchemaOptions};
 use crate::http::ws::WsSettings;
 use crate::http::{self, HttpState};
@@ -178,7 +179,15 @@ pub async fn spawn_on(
     if let Some(webhooks) = webhooks {
         webhooks.start(store.clone(), live.clone(), stopped.clone()).await.context("starting webhook delivery")?;
     }
-    let options = SchemaOptions { introspection: !args.no_introspection, policies };
+    let persisted = match &args.trusted_documents {
+        Some(path) => {
+            let documents = Documents::trusted_from(path)?;
+            tracing::info!("only the trusted documents of {} run", path.display());
+            documents
+        }
+        None => Documents::automatic(args.persisted_queries),
+    };
+    let options = SchemaOptions { introspection: !args.no_introspection, policies, persisted: Arc::new(persisted) };
     let gate = graphql::build(store.clone(), live, args.limits.clone(), options);
     let ws = WsSettings {
         init_timeout: Duration::from_secs(args.limits.ws_init_timeout_secs),
@@ -193,6 +202,7 @@ pub async fn spawn_on(
         auth: Arc::new(auth),
         ws: Arc::new(ws),
         ws_connections: ws_connections.clone(),
+        sse: Arc::default(),
         stopped: stopped.clone(),
     };
     let router = http::router(state, &args)?;

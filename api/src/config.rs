@@ -157,6 +157,19 @@ pub struct ServeArgs {
     /// Do not serve GraphiQL.
     #[arg(long, env = "FLOWTRACE_NO_GRAPHIQL")]
     pub no_graphiql: bool,
+    /// Smallest response, in bytes, sent compressed (gzip, br or zstd, as the client accepts).
+    #[arg(long, env = "FLOWTRACE_COMPRESSION_MIN_BYTES", default_value_t = 1024)]
+    pub compression_min_bytes: u16,
+    /// Never compress responses.
+    #[arg(long, env = "FLOWTRACE_NO_COMPRESSION")]
+    pub no_compression: bool,
+    /// Most documents remembered for automatic persisted queries (0: switched off).
+    #[arg(long, env = "FLOWTRACE_PERSISTED_QUERIES", default_value_t = 1000)]
+    pub persisted_queries: usize,
+    /// Run only the documents of this manifest (a JSON object of SHA-256 → document, or Apollo's persisted query
+    /// manifest), sent by hash or as identical text.
+    #[arg(long, env = "FLOWTRACE_TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<PathBuf>,
 }
 
 impl Default for ServeArgs {
@@ -173,6 +186,10 @@ impl Default for ServeArgs {
             cors_origins: Vec::new(),
             no_introspection: false,
             no_graphiql: false,
+            compression_min_bytes: 1024,
+            no_compression: false,
+            persisted_queries: 1000,
+            trusted_documents: None,
         }
     }
 }

@@ -13,6 +13,13 @@ pub const INTERNAL: &str = "INTERNAL";
 pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 /// Valid credentials that do not allow the operation.
 pub const FORBIDDEN: &str = "FORBIDDEN";
+/// A persisted query's hash this server does not know (yet): Apollo's clients then send the document with its hash.
+/// The message is Apollo's too (`PersistedQueryNotFound`), which some clients match on.
+pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+/// A persisted query's hash alone, sent to a server with automatic persisted queries switched off.
+pub const PERSISTED_QUERY_NOT_SUPPORTED: &str = "PERSISTED_QUERY_NOT_SUPPORTED";
+/// With trusted documents: a document that is not in the manifest.
+pub const PERSISTED_QUERY_NOT_IN_LIST: &str = "PERSISTED_QUERY_NOT_IN_LIST";
 
 pub fn coded(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
     async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code))
@@ -69,6 +76,13 @@ pub fn ensure_code(error: &mut ServerError) {
                     "the query is more complex than the limit (max_complexity): ask for smaller pages or fewer fields"
                         .into();
                 LIMIT_EXCEEDED
+            }
+            "Subscriptions are not supported on this transport." => {
+                error.message = "a subscription runs over a WebSocket (graphql-transport-ws), as Server-Sent Events \
+                                 (Accept: text/event-stream) or as HTTP multipart (Accept: \
+                                 multipart/mixed;subscriptionSpec=1.0), not as a plain POST or GET"
+                    .into();
+                BAD_USER_INPUT
             }
             _ => BAD_USER_INPUT,
         };

@@ -28,7 +28,7 @@ pub struct Limits {
     /// Highest query complexity: each field costs 1, and a connection multiplies its selection by its page size.
     #[arg(long, env = "FLOWTRACE_MAX_COMPLEXITY", default_value_t = 100_000)]
     pub max_complexity: usize,
-    /// Most WebSocket connections this process serves at once.
+    /// Most WebSocket connections and HTTP streams (SSE, multipart) this process serves at once.
     #[arg(long, env = "FLOWTRACE_MAX_WS_CONNECTIONS", default_value_t = 10_000)]
     pub max_ws_connections: usize,
     /// Most subscriptions open on one WebSocket connection.
@@ -40,7 +40,8 @@ pub struct Limits {
     /// Seconds between keep-alive pings on WebSockets.
     #[arg(long, env = "FLOWTRACE_WS_KEEPALIVE_SECS", default_value_t = 15)]
     pub ws_keepalive_secs: u64,
-    /// Seconds one WebSocket write may wait for a client that does not read before it is closed (4429) or dropped.
+    /// Seconds one WebSocket write may wait for a client that does not read before it is closed (4429) or dropped;
+    /// an SSE or multipart stream whose client does not read for as long is given up.
     #[arg(long, env = "FLOWTRACE_WS_SEND_TIMEOUT_SECS", default_value_t = 20)]
     pub ws_send_timeout_secs: u64,
     /// Seconds a graceful shutdown waits for in-flight requests and WebSocket closes before it stops anyway.

@@ -66,6 +66,7 @@ fn describe() {
         ("flowtrace_live_listener_reconnects_total", "Reconnects of the LISTEN connection"),
         ("flowtrace_webhook_deliveries_total", "Webhook deliveries (outcome: delivered or given_up)"),
         ("flowtrace_webhook_attempts_failed_total", "Webhook POSTs that did not answer 2xx"),
+        ("flowtrace_http_stream_too_slow_total", "SSE and multipart streams ended because their client did not read"),
     ] {
         describe_counter!(name, help);
     }
@@ -75,6 +76,7 @@ fn describe() {
         ("flowtrace_live_listener_connected", "1 while the LISTEN connection is up"),
         ("flowtrace_live_subscribers", "Open subscriptions (kind)"),
         ("flowtrace_ws_connections", "Open WebSocket connections"),
+        ("flowtrace_sse_connections", "Open Server-Sent Events streams (graphql-sse)"),
     ] {
         describe_gauge!(name, help);
     }

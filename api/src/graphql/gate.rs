@@ -14,7 +14,7 @@ use std::any::{Any, TypeId};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection};
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType, Selection};
 use async_graphql::{BatchRequest, BatchResponse, Data, Executor, Request, Response, ServerError};
 use futures::StreamExt;
 use futures::stream::{BoxStream, FuturesOrdered};
@@ -22,6 +22,7 @@ use hashlink::LruCache;
 
 use super::FlowSchema;
 use super::arguments::{self, Shapes};
+use super::persisted::Documents;
 use crate::auth::{Access, Caller};
 use crate::error::{FORBIDDEN, LIMIT_EXCEEDED, UNAUTHENTICATED, coded, ensure_code};
 use crate::http::ws::SubscriptionSlots;
@@ -39,13 +40,20 @@ pub struct Gate {
     limits: Arc<Limits>,
     shapes: Arc<Shapes>,
     documents: Arc<Mutex<LruCache<String, Arc<ExecutableDocument>>>>,
+    persisted: Arc<Documents>,
 }
 
 impl Gate {
-    pub fn new(schema: FlowSchema, measure: FlowSchema, limits: Limits) -> Gate {
+    pub fn new(schema: FlowSchema, measure: FlowSchema, limits: Limits, persisted: Arc<Documents>) -> Gate {
         let documents = Arc::new(Mutex::new(LruCache::new(CACHED_DOCUMENTS)));
         let shapes = Arc::new(Shapes::of_sdl(&schema.sdl()));
-        Gate { schema, measure, limits: Arc::new(limits), shapes, documents }
+        Gate { schema, measure, limits: Arc::new(limits), shapes, documents, persisted }
+    }
+
+    /// Puts the document a persisted query names into the request (see `persisted`).
+    fn resolve(&self, request: &mut Request, caller: Option<&Caller>) -> Result<(), ServerError> {
+        let authenticated = caller.is_some_and(|c| c.principal().is_some_and(|p| p.access > Access::None));
+        self.persisted.resolve(request, authenticated)
     }
 
     /// Parses the request's query, or takes the document parsed for the same text before. Texts that do not parse
@@ -65,9 +73,27 @@ impl Gate {
         request.parsed_query()
     }
 
+    /// The type of the operation a request selects, when its document parses and names one: `GET /graphql` refuses
+    /// mutations before they run. The parsed document stays with the request.
+    pub fn operation_type(&self, request: &mut Request) -> Option<OperationType> {
+        let caller = data::<Caller>(&request.data).cloned();
+        self.resolve(request, caller.as_ref()).ok()?;
+        let name = request.operation_name.clone();
+        let document = self.parse(request).ok()?;
+        match &document.operations {
+            DocumentOperations::Single(operation) => Some(operation.node.ty),
+            DocumentOperations::Multiple(operations) => {
+                name.and_then(|name| operations.get(name.as_str())).map(|operation| operation.node.ty)
+            }
+        }
+    }
+
     /// Parses the request and decides whether the caller may run it. Returns the metrics label of the operation
     /// either way.
     fn admit(&self, request: &mut Request, caller: Option<&Caller>) -> (String, Result<(), ServerError>) {
+        if let Err(refusal) = self.resolve(request, caller) {
+            return ("invalid".into(), Err(refusal));
+        }
         // Taken out while the document borrows the request, and put back.
         let variables = std::mem::take(&mut request.variables);
         let admitted = match self.parse(request) {
@@ -98,10 +124,15 @@ impl Executor for Gate {
     }
 
     async fn execute_batch(&self, batch: BatchRequest) -> BatchResponse {
-        let requests = match batch {
+        let mut requests = match batch {
             BatchRequest::Single(request) => return BatchResponse::Single(self.execute(request).await),
             BatchRequest::Batch(requests) => requests,
         };
+        // Persisted queries are measured by their documents; one that does not resolve reports why when it runs.
+        for request in &mut requests {
+            let caller = data::<Caller>(&request.data).cloned();
+            let _ = self.resolve(request, caller.as_ref());
+        }
         if let Some(refusal) = super::batch::refusal(&self.measure, &requests, &self.limits).await {
             return BatchResponse::Batch(
                 requests.iter().map(|_| Response::from_errors(vec![refusal.clone()])).collect(),

@@ -10,6 +10,7 @@ pub mod health;
 pub mod live;
 pub mod one_pass;
 pub mod pagination;
+pub mod persisted;
 pub mod sessions;
 pub mod time_travel;
 pub mod traces;
@@ -58,6 +59,8 @@ pub struct SchemaOptions {
     pub introspection: bool,
     /// The storage policies the server applied: `storage` reports pending aggregate ranges within them.
     pub policies: migration::Policies,
+    /// The documents requests may name by hash (automatic persisted queries, or only trusted documents).
+    pub persisted: std::sync::Arc<persisted::Documents>,
 }
 
 /// The served schema behind its gate.
@@ -72,6 +75,7 @@ pub fn build(store: Store, live: Live, limits: Limits, options: SchemaOptions) -
         served.data(store).data(live).data(limits.clone()).data(options.policies).finish(),
         measure.finish(),
         limits,
+        options.persisted,
     )
 }
 

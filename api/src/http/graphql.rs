@@ -1,4 +1,6 @@
-//! `POST /graphql`: queries and mutations as JSON, one request or a batch.
+//! `POST /graphql`: queries and mutations as JSON, one request or a batch; with `Accept: text/event-stream`, any
+//! operation as an event stream (see `sse`), with `Accept: multipart/mixed;subscriptionSpec=1.0` as a multipart one
+//! (see `multipart`).
 
 use async_graphql::Executor;
 use axum::body::Bytes;
@@ -6,9 +8,11 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use super::{HttpState, graphql_error};
+use super::HttpState;
+use super::media::{self, Media};
+use super::{multipart, params, sse, sse_single};
 use crate::auth::Caller;
 use crate::error::{BAD_USER_INPUT, LIMIT_EXCEEDED};
 
@@ -19,33 +23,46 @@ pub(super) async fn graphql_http(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let media = Media::from_accept(&headers);
     if !is_json(&headers) {
         // Browsers send text/plain, form and multipart bodies cross-origin without asking (no CORS preflight), so
         // running them would let any web page write into a server it can reach. A JSON body needs a preflight.
         let message = "POST /graphql takes Content-Type: application/json".into();
-        return graphql_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, BAD_USER_INPUT, message);
+        return media::error(media, StatusCode::UNSUPPORTED_MEDIA_TYPE, BAD_USER_INPUT, message);
     }
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return graphql_error(
+            return media::error(
+                media,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 LIMIT_EXCEEDED,
                 "the request body is larger than the limit (body_limit): send smaller batches".into(),
             );
         }
-        Err(rejection) => return graphql_error(rejection.status(), BAD_USER_INPUT, rejection.body_text()),
+        Err(rejection) => return media::error(media, rejection.status(), BAD_USER_INPUT, rejection.body_text()),
     };
-    let request: async_graphql::BatchRequest = match serde_json::from_slice(&body) {
+    let request = match params::from_body(&body) {
         Ok(request) => request,
-        Err(err) => {
-            let message = format!("the request body is not a GraphQL request in JSON: {err}");
-            return graphql_error(StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
+        Err(params::Malformed(message)) => {
+            return media::error(media, StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
         }
     };
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = Caller(state.auth.principal(authorization).await);
-    axum::Json(state.gate.execute_batch(request.data(caller)).await).into_response()
+    let request = request.data(Caller(state.auth.principal(authorization).await));
+    match request {
+        async_graphql::BatchRequest::Single(request) => match sse_single::token(&headers) {
+            Some(token) => sse_single::start(&state, &token, request),
+            None if multipart::wanted(&headers) => multipart::stream(&state, request),
+            None if sse::wanted(&headers) => sse::stream(&state, request),
+            None => media::respond(media, &async_graphql::BatchResponse::Single(state.gate.execute(request).await)),
+        },
+        async_graphql::BatchRequest::Batch(_) if sse_single::token(&headers).is_some() => {
+            let message = "a stream's operations are sent one per request, not as a batch".into();
+            media::error(media, StatusCode::BAD_REQUEST, BAD_USER_INPUT, message)
+        }
+        request => media::respond(media, &state.gate.execute_batch(request).await),
+    }
 }
 
 /// `application/json` or a `+json` type, with any parameters (`; charset=utf-8`).

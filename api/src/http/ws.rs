@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols, WsMessage};
 use async_graphql::{Data, Executor};
-use axum::extract::State;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::{HeaderMap, StatusCode};
@@ -259,17 +257,7 @@ fn init_authorization(payload: &serde_json::Value) -> Option<String> {
 const WS_READ_BUFFER: usize = 4 * 1024;
 
 /// `GET /graphql` with a WebSocket upgrade: subscriptions (and queries) over `graphql-transport-ws` or `graphql-ws`.
-pub(super) async fn graphql_ws(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let Ok(upgrade) = upgrade else {
-        let message = "GET /graphql opens a WebSocket for subscriptions (graphql-transport-ws); send queries and \
-                       mutations as POST /graphql with a JSON body, or try them in /graphiql"
-            .into();
-        return graphql_error(StatusCode::BAD_REQUEST, BAD_USER_INPUT, message);
-    };
+pub(super) fn graphql_ws(state: HttpState, headers: &HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     let requested = headers.get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok()).unwrap_or("");
     let Some(protocol) = requested.split(',').find_map(|p| WebSocketProtocols::from_str(p.trim()).ok()) else {
         let message = "the WebSocket must speak graphql-transport-ws or graphql-ws (Sec-WebSocket-Protocol)".into();

@@ -1,0 +1,17 @@
+// The GraphQL over HTTP spec's server audit (graphql-http's `serverAudits`) against a running flowtrace at
+// FLOWTRACE_URL (its /graphql endpoint). Every audit must be ok: a warning fails too.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { serverAudits } from 'graphql-http';
+
+const url = process.env.FLOWTRACE_URL;
+if (!url) {
+  throw new Error('set FLOWTRACE_URL to the GraphQL endpoint of a running flowtrace, e.g. http://127.0.0.1:8080/graphql');
+}
+
+for (const audit of serverAudits({ url })) {
+  test(`${audit.id} ${audit.name}`, async () => {
+    const result = await audit.fn();
+    assert.equal(result.status, 'ok', result.status === 'ok' ? '' : result.reason);
+  });
+}
