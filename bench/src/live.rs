@@ -22,9 +22,76 @@ use crate::server::Server;
 const TICK: Duration = Duration::from_millis(10);
 const RECORD: &str = "mutation($s: ID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted } }";
 
+/// A subscriber's messages, in the graphql-transport-ws shape (`{type, payload}`) whatever the transport.
+type Messages = std::pin::Pin<Box<dyn futures::Stream<Item = anyhow::Result<Value>> + Send>>;
+
+const QUERY: &str = "subscription($s: ID) { traces(sessionId: $s) { node { id data { preview } } } }";
+
+/// Subscribes to a session's traces over WebSocket (graphql-transport-ws) or Server-Sent Events (graphql-sse,
+/// distinct connections).
+async fn subscribe(server: &Server, sse: bool, session: &str) -> anyhow::Result<Messages> {
+    if sse {
+        let res = server
+            .http
+            .post(format!("{}/graphql", server.base))
+            .header("Accept", "text/event-stream")
+            .json(&json!({ "query": QUERY, "variables": { "s": session } }))
+            .send()
+            .await?
+            .error_for_status()?;
+        // Each event is `event: next` then `data: {json}` and a blank line; the data is the execution result.
+        // Keep-alive comments and the closing `complete` event carry no data.
+        let events = futures::stream::unfold((res, Vec::<u8>::new()), |(mut res, mut buf)| async move {
+            loop {
+                if let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+                    let event: Vec<u8> = buf.drain(..end + 2).collect();
+                    let text = String::from_utf8_lossy(&event);
+                    let data = text.lines().find_map(|l| l.strip_prefix("data:")).map(str::trim);
+                    if let Some(payload) = data.and_then(|d| serde_json::from_str::<Value>(d).ok()) {
+                        return Some((Ok(json!({ "type": "next", "payload": payload })), (res, buf)));
+                    }
+                    continue;
+                }
+                match res.chunk().await {
+                    Ok(Some(bytes)) => buf.extend_from_slice(&bytes),
+                    Ok(None) | Err(_) => return None,
+                }
+            }
+        });
+        return Ok(Box::pin(events));
+    }
+    let ws_url = format!("{}/graphql", server.base.replacen("http", "ws", 1));
+    let mut request = ws_url.as_str().into_client_request()?;
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    ws.send(Message::Text(json!({ "type": "connection_init", "payload": {} }).to_string().into())).await?;
+    while let Some(msg) = ws.next().await {
+        if let Message::Text(text) = msg?
+            && text.contains("connection_ack")
+        {
+            break;
+        }
+    }
+    let subscribe =
+        json!({ "type": "subscribe", "id": "1", "payload": { "query": QUERY, "variables": { "s": session } } });
+    ws.send(Message::Text(subscribe.to_string().into())).await?;
+    let messages = ws.filter_map(|msg| async move {
+        match msg {
+            Ok(Message::Text(text)) => serde_json::from_str::<Value>(&text).ok().map(Ok),
+            Ok(_) => None,
+            Err(err) => Some(Err(err.into())),
+        }
+    });
+    Ok(Box::pin(messages))
+}
+
 /// Runs the measurement and reports it under `section` ("live" or "slow"); `slow` adds the stalled subscribers.
 pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report, slow: bool) -> anyhow::Result<()> {
-    let section = if slow { "slow" } else { "live" };
+    let section = match (slow, sizes.sse) {
+        (true, _) => "slow",
+        (false, false) => "live",
+        (false, true) => "live-sse",
+    };
     let stalled = if slow { crate::stalled::connect(server, sizes.subscribers.div_ceil(9)).await? } else { Vec::new() };
     let session_count = sizes.subscribers.div_ceil(sizes.viewers_per_session).max(1);
     let mut sessions = Vec::new();
@@ -40,25 +107,10 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report, slow: bool
     server.reset_peak_rss();
 
     // Every subscriber connects and subscribes before ingest starts.
-    let ws_url = format!("{}/graphql", server.base.replacen("http", "ws", 1));
     let mut subscribers = Vec::new();
     for k in 0..sizes.subscribers {
-        let mut request = ws_url.as_str().into_client_request()?;
-        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
-        let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
-        ws.send(Message::Text(json!({ "type": "connection_init", "payload": {} }).to_string().into())).await?;
-        while let Some(msg) = ws.next().await {
-            if let Message::Text(text) = msg?
-                && text.contains("connection_ack")
-            {
-                break;
-            }
-        }
-        let subscribe = json!({ "type": "subscribe", "id": "1", "payload": {
-            "query": "subscription($s: ID) { traces(sessionId: $s) { node { id data { preview } } } }",
-            "variables": { "s": sessions[k % session_count] } } });
-        ws.send(Message::Text(subscribe.to_string().into())).await?;
-        subscribers.push((k % session_count, ws));
+        let stream = subscribe(server, sizes.sse, &sessions[k % session_count]).await?;
+        subscribers.push((k % session_count, stream));
     }
     // Warm-up: one trace per session, which every subscriber must receive before the clock starts. The figures below
     // are then steady-state delivery; how long a thousand subscriptions opened at once take to go live is reported
@@ -73,20 +125,16 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report, slow: bool
         .buffer_unordered(16)
         .try_collect::<Vec<_>>()
         .await?;
-    for (_, ws) in subscribers.iter_mut() {
-        loop {
-            let msg = tokio::time::timeout(Duration::from_secs(60), ws.next())
-                .await
-                .map_err(|_| anyhow::anyhow!("a subscriber got no warm-up trace within 60 s"))?;
-            let Some(msg) = msg else { anyhow::bail!("a subscriber's connection closed during warm-up") };
-            if let Message::Text(text) = msg? {
-                if text.contains(r#""type":"next""#) {
-                    break;
-                }
-                if text.contains(r#""type":"error""#) {
-                    anyhow::bail!("a subscription was refused: {text}");
-                }
+    for (_, stream) in subscribers.iter_mut() {
+        let msg = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("a subscriber got no warm-up trace within 60 s"))?;
+        match msg {
+            Some(Ok(v)) if v["payload"]["errors"].is_array() || v["type"] == "error" => {
+                anyhow::bail!("a subscription was refused: {v}")
             }
+            Some(Ok(_)) => {}
+            _ => anyhow::bail!("a subscriber's connection closed during warm-up"),
         }
     }
     let live_after = warming.elapsed().as_secs_f64();
@@ -166,14 +214,12 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report, slow: bool
                     if expected.get().is_some_and(|e| seen.len() >= e[session]) {
                         break;
                     }
-                    let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(1), ws.next()).await else {
+                    let Ok(Some(Ok(v))) = tokio::time::timeout(Duration::from_secs(1), ws.next()).await else {
                         if expected.get().is_some() && last_message.elapsed() > Duration::from_secs(30) {
                             break;
                         }
                         continue;
                     };
-                    let Message::Text(text) = msg else { continue };
-                    let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
                     last_message = Instant::now();
                     if v["type"] == "error" || v["payload"]["errors"].is_array() {
                         errors += 1;

@@ -40,6 +40,9 @@ pub struct Args {
     /// ingest rate); 10 fans each trace out to ten viewers (ten times the deliveries).
     #[arg(long, default_value_t = 1)]
     pub viewers_per_session: usize,
+    /// Live phase subscribers use Server-Sent Events (graphql-sse) instead of WebSocket.
+    #[arg(long)]
+    pub sse: bool,
     /// Traces per second ingested during the live phase.
     #[arg(long)]
     pub live_rate: Option<usize>,
@@ -73,6 +76,7 @@ pub struct Sizes {
     pub live_rate: usize,
     pub live_seconds: u64,
     pub import: usize,
+    pub sse: bool,
 }
 
 impl Args {
@@ -92,6 +96,7 @@ impl Args {
             live_rate: self.live_rate.unwrap_or(rate),
             live_seconds: self.live_seconds.unwrap_or(secs),
             import: self.import_traces.unwrap_or(import),
+            sse: self.sse,
         }
     }
 }
