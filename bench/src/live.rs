@@ -23,19 +23,19 @@ const TICK: Duration = Duration::from_millis(10);
 const RECORD: &str = "mutation($s: ID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted } }";
 
 /// A subscriber's messages, in the graphql-transport-ws shape (`{type, payload}`) whatever the transport.
-type Messages = std::pin::Pin<Box<dyn futures::Stream<Item = anyhow::Result<Value>> + Send>>;
+pub type Messages = std::pin::Pin<Box<dyn futures::Stream<Item = anyhow::Result<Value>> + Send>>;
 
 const QUERY: &str = "subscription($s: ID) { traces(sessionId: $s) { node { id data { preview } } } }";
 
-/// Subscribes to a session's traces over WebSocket (graphql-transport-ws) or Server-Sent Events (graphql-sse,
-/// distinct connections).
-async fn subscribe(server: &Server, sse: bool, session: &str) -> anyhow::Result<Messages> {
+/// Starts a subscription over WebSocket (graphql-transport-ws) or Server-Sent Events (graphql-sse, distinct
+/// connections).
+pub async fn subscribe(server: &Server, sse: bool, query: &str, variables: Value) -> anyhow::Result<Messages> {
     if sse {
         let res = server
             .http
             .post(format!("{}/graphql", server.base))
             .header("Accept", "text/event-stream")
-            .json(&json!({ "query": QUERY, "variables": { "s": session } }))
+            .json(&json!({ "query": query, "variables": variables }))
             .send()
             .await?
             .error_for_status()?;
@@ -72,8 +72,7 @@ async fn subscribe(server: &Server, sse: bool, session: &str) -> anyhow::Result<
             break;
         }
     }
-    let subscribe =
-        json!({ "type": "subscribe", "id": "1", "payload": { "query": QUERY, "variables": { "s": session } } });
+    let subscribe = json!({ "type": "subscribe", "id": "1", "payload": { "query": query, "variables": variables } });
     ws.send(Message::Text(subscribe.to_string().into())).await?;
     let messages = ws.filter_map(|msg| async move {
         match msg {
@@ -109,7 +108,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report, slow: bool
     // Every subscriber connects and subscribes before ingest starts.
     let mut subscribers = Vec::new();
     for k in 0..sizes.subscribers {
-        let stream = subscribe(server, sizes.sse, &sessions[k % session_count]).await?;
+        let stream = subscribe(server, sizes.sse, QUERY, json!({ "s": sessions[k % session_count] })).await?;
         subscribers.push((k % session_count, stream));
     }
     // Warm-up: one trace per session, which every subscriber must receive before the clock starts. The figures below

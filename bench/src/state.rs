@@ -4,10 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;
 
 use crate::Sizes;
@@ -19,27 +17,6 @@ const STATE: &str = "subscription($s: ID!) { sessionState(sessionId: $s) { curso
     state { nodes { nodeId inputCount } } node { nodeId changed inputCount } } }";
 const NODES: usize = 10;
 const TICK: Duration = Duration::from_millis(10);
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn subscribe(server: &Server, session: &str) -> anyhow::Result<Socket> {
-    let ws_url = format!("{}/graphql", server.base.replacen("http", "ws", 1));
-    let mut request = ws_url.as_str().into_client_request()?;
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
-    ws.send(Message::Text(json!({ "type": "connection_init", "payload": {} }).to_string().into())).await?;
-    while let Some(msg) = ws.next().await {
-        if let Message::Text(text) = msg?
-            && text.contains("connection_ack")
-        {
-            break;
-        }
-    }
-    let subscribe =
-        json!({ "type": "subscribe", "id": "1", "payload": { "query": STATE, "variables": { "s": session } } });
-    ws.send(Message::Text(subscribe.to_string().into())).await?;
-    Ok(ws)
-}
 
 /// Input counts by node as a subscriber holds them after `message`; returns whether it was a state message.
 fn apply(counts: &mut [i64; NODES], message: &Value) -> bool {
@@ -73,7 +50,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     }
     let mut sockets = Vec::new();
     for s in &sessions {
-        sockets.push(subscribe(server, s).await?);
+        sockets.push(crate::live::subscribe(server, false, STATE, json!({ "s": s })).await?);
     }
     // Each tick sends one session a batch along the chain n0 → n1 → … → n9: every node's counts change.
     let rate = (sizes.live_rate / 10).max(100);
@@ -85,11 +62,8 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         .map(|mut ws| {
             tokio::spawn(async move {
                 let (mut counts, mut messages) = ([0i64; NODES], 0usize);
-                while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-                    if let Message::Text(text) = msg
-                        && let Ok(v) = serde_json::from_str::<Value>(&text)
-                        && apply(&mut counts, &v)
-                    {
+                while let Ok(Some(Ok(v))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                    if apply(&mut counts, &v) {
                         messages += 1;
                     }
                 }

@@ -5,25 +5,9 @@ import assert from 'node:assert/strict';
 import { createHash, randomUUID } from 'node:crypto';
 import { ApolloClient, HttpLink, InMemoryCache, gql } from '@apollo/client';
 import { PersistedQueryLink } from '@apollo/client/link/persisted-queries';
-
-const url = process.env.FLOWTRACE_URL;
-if (!url) {
-  throw new Error('set FLOWTRACE_URL to the GraphQL endpoint of a running flowtrace, e.g. http://127.0.0.1:8080/graphql');
-}
+import { url, trace } from '../common.js';
 
 const client = () => new ApolloClient({ link: new HttpLink({ uri: url }), cache: new InMemoryCache() });
-
-function trace(i) {
-  return {
-    id: randomUUID(),
-    timestamp: new Date(Date.now() - 60_000 + i * 1000).toISOString(),
-    duration: 10,
-    status: 'SUCCESS',
-    source: { nodeId: 'a', portId: 'out' },
-    target: { nodeId: 'b', portId: 'in' },
-    data: { payload: { n: i }, type: 'json' },
-  };
-}
 
 const START = gql`
   mutation Start($input: StartSessionInput!) {

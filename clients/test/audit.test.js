@@ -3,11 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { serverAudits } from 'graphql-http';
-
-const url = process.env.FLOWTRACE_URL;
-if (!url) {
-  throw new Error('set FLOWTRACE_URL to the GraphQL endpoint of a running flowtrace, e.g. http://127.0.0.1:8080/graphql');
-}
+import { url } from '../common.js';
 
 for (const audit of serverAudits({ url })) {
   test(`${audit.id} ${audit.name}`, async () => {

@@ -5,34 +5,9 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import pkg from 'subscriptions-transport-ws';
 import WebSocket from 'ws';
+import { url, trace, gql } from '../common.js';
 
 const { SubscriptionClient } = pkg;
-const url = process.env.FLOWTRACE_URL;
-if (!url) {
-  throw new Error('set FLOWTRACE_URL to the GraphQL endpoint of a running flowtrace, e.g. http://127.0.0.1:8080/graphql');
-}
-
-async function gql(query, variables) {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = await res.json();
-  assert.equal(body.errors, undefined, JSON.stringify(body.errors));
-  return body.data;
-}
-
-function trace(i) {
-  return {
-    id: randomUUID(),
-    timestamp: new Date(Date.now() - 60_000 + i * 1000).toISOString(),
-    status: 'SUCCESS',
-    source: { nodeId: 'a' },
-    target: { nodeId: 'b' },
-    data: { preview: `t${i}` },
-  };
-}
 
 /** Follows a session's traces over the legacy protocol; `until(n)` waits for the first `n`. */
 function follow(client, variables) {

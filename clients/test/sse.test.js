@@ -4,38 +4,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { createClient } from 'graphql-sse';
-
-const url = process.env.FLOWTRACE_URL;
-if (!url) {
-  throw new Error('set FLOWTRACE_URL to the GraphQL endpoint of a running flowtrace, e.g. http://127.0.0.1:8080/graphql');
-}
+import { url, trace, gql } from '../common.js';
 
 const TRACES = `subscription($s: ID, $after: String) {
   traces(sessionId: $s, after: $after) { cursor node { id } }
 }`;
-
-async function gql(query, variables) {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = await res.json();
-  assert.equal(body.errors, undefined, JSON.stringify(body.errors));
-  return body.data;
-}
-
-function trace(i) {
-  return {
-    id: randomUUID(),
-    timestamp: new Date(Date.now() - 60_000 + i * 1000).toISOString(),
-    duration: 10,
-    status: 'SUCCESS',
-    source: { nodeId: 'a', portId: 'out' },
-    target: { nodeId: 'b', portId: 'in' },
-    data: { payload: { n: i }, type: 'json' },
-  };
-}
 
 async function record(session, traces) {
   const mutation = `mutation($s: ID!, $t: [TraceInput!]!) { recordTraces(sessionId: $s, traces: $t) { accepted } }`;

@@ -7,23 +7,7 @@ import { Client, fetchExchange, subscriptionExchange, gql } from '@urql/core';
 import { createClient as createWsClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { pipe, subscribe } from 'wonka';
-
-const url = process.env.FLOWTRACE_URL;
-if (!url) {
-  throw new Error('set FLOWTRACE_URL to the GraphQL endpoint of a running flowtrace, e.g. http://127.0.0.1:8080/graphql');
-}
-
-function trace(i) {
-  return {
-    id: randomUUID(),
-    timestamp: new Date(Date.now() - 60_000 + i * 1000).toISOString(),
-    duration: 10,
-    status: 'SUCCESS',
-    source: { nodeId: 'a', portId: 'out' },
-    target: { nodeId: 'b', portId: 'in' },
-    data: { payload: { n: i }, type: 'json' },
-  };
-}
+import { url, trace } from '../common.js';
 
 const TRACES = gql`
   subscription Traces($s: ID, $after: String) {

@@ -54,7 +54,7 @@ fn session_stats_daily(bucket: &str) -> String {
     )
 }
 
-fn node_performance_hourly(bucket: &str) -> String {
+pub(crate) fn node_performance_hourly(bucket: &str) -> String {
     format!(
         "SELECT {bucket} AS bucket, workflow_id, target_node_id AS node_id,
             count(*) AS trace_count,

@@ -47,16 +47,6 @@ const NODE_PERFORMANCE: &str = "CREATE VIEW node_performance_hourly AS
     ) e
     GROUP BY bucket, workflow_id, node_id";
 
-/// The aggregate as migration 4 built it, for `down`.
-const OLD_NODE_PERFORMANCE: &str = "SELECT {bucket} AS bucket, workflow_id, target_node_id AS node_id,
-        count(*) AS trace_count,
-        count(*) FILTER (WHERE status = 'ERROR') AS error_count,
-        avg(duration) AS avg_duration,
-        max(duration) AS max_duration,
-        COALESCE(sum(data_size), 0)::bigint AS total_data_size
-    FROM flow_traces
-    GROUP BY {bucket}, workflow_id, target_node_id";
-
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     fn use_transaction(&self) -> Option<bool> {
@@ -109,7 +99,8 @@ impl MigrationTrait for Migration {
         } else {
             ("VIEW", "date_trunc('hour', timestamp, 'UTC')", "CREATE VIEW node_performance_hourly AS {query}")
         };
-        let query = OLD_NODE_PERFORMANCE.replace("{bucket}", bucket);
+        // The aggregate as migration 4 built it.
+        let query = crate::m20261124_000004_continuous_aggregates::node_performance_hourly(bucket);
         run_all(
             manager,
             &[

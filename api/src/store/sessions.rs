@@ -47,16 +47,7 @@ pub struct SessionFilter {
 
 impl SessionFilter {
     pub fn validate(&self) -> StoreResult<()> {
-        for (name, v) in [("minDuration", self.min_duration), ("maxDuration", self.max_duration)] {
-            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-                return Err(StoreError::BadInput(format!("{name} must be a finite number of milliseconds >= 0")));
-            }
-        }
-        if let (Some(min), Some(max)) = (self.min_duration, self.max_duration)
-            && min > max
-        {
-            return Err(StoreError::BadInput(format!("minDuration ({min}) is above maxDuration ({max})")));
-        }
+        super::traces::check_durations(self.min_duration, self.max_duration)?;
         super::traces::check_range(self.started_after, self.started_before)
     }
 }

@@ -48,16 +48,7 @@ impl TraceFilter {
             return Err(StoreError::BadInput("give sessionId or workflowId".into()));
         }
         let s = &self.search;
-        for (name, v) in [("minDuration", s.min_duration), ("maxDuration", s.max_duration)] {
-            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-                return Err(StoreError::BadInput(format!("{name} must be a finite number of milliseconds >= 0")));
-            }
-        }
-        if let (Some(min), Some(max)) = (s.min_duration, s.max_duration)
-            && min > max
-        {
-            return Err(StoreError::BadInput(format!("minDuration ({min}) is above maxDuration ({max})")));
-        }
+        check_durations(s.min_duration, s.max_duration)?;
         if s.depth.is_some_and(|d| d < 0) {
             return Err(StoreError::BadInput("depth must be >= 0".into()));
         }
@@ -114,6 +105,21 @@ impl TraceFilter {
             let p = sql.bind(v);
             sql.push(&format!(" AND depth = {p}"));
         }
+    }
+}
+
+/// BAD_USER_INPUT unless `[min, max]` is a range of milliseconds (either end open).
+pub fn check_durations(min: Option<f64>, max: Option<f64>) -> StoreResult<()> {
+    for (name, v) in [("minDuration", min), ("maxDuration", max)] {
+        if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+            return Err(StoreError::BadInput(format!("{name} must be a finite number of milliseconds >= 0")));
+        }
+    }
+    match (min, max) {
+        (Some(min), Some(max)) if min > max => {
+            Err(StoreError::BadInput(format!("minDuration ({min}) is above maxDuration ({max})")))
+        }
+        _ => Ok(()),
     }
 }
 
