@@ -20,8 +20,8 @@ const RECORD = gql`
   }
 `;
 const TRACES = gql`
-  subscription Traces($s: ID) {
-    traces(sessionId: $s) { cursor node { id } }
+  subscription Traces($s: ID, $after: String) {
+    traces(sessionId: $s, after: $after) { cursor node { id } }
   }
 `;
 
@@ -58,24 +58,19 @@ test('Apollo Client: automatic persisted queries register on a miss, then go by 
   apollo.stop();
 });
 
-test('Apollo Client: a multipart subscription gets stored then live traces', async () => {
-  const apollo = client();
-  const session = randomUUID();
-  await apollo.mutate({ mutation: START, variables: { input: { id: session, workflowId: 'wf-apollo', workflowName: 'Apollo' } } });
-  const stored = [trace(0), trace(1)];
-  await apollo.mutate({ mutation: RECORD, variables: { s: session, t: stored } });
-
+/** Follows a session's traces over multipart; `until(n)` waits for the first `n` edges. */
+function follow(apollo, variables) {
   const received = [];
   let wake = () => {};
-  const subscription = apollo.subscribe({ query: TRACES, variables: { s: session } }).subscribe({
+  const subscription = apollo.subscribe({ query: TRACES, variables }).subscribe({
     next: (result) => {
       assert.equal(result.error, undefined, String(result.error));
-      received.push(result.data.traces.node.id);
+      received.push(result.data.traces);
       wake();
     },
     error: (err) => assert.fail(err),
   });
-  const waitFor = async (n) => {
+  const until = async (n) => {
     const deadline = Date.now() + 15_000;
     while (received.length < n) {
       assert.ok(Date.now() < deadline, `only ${received.length} of ${n} traces within 15 s`);
@@ -84,16 +79,36 @@ test('Apollo Client: a multipart subscription gets stored then live traces', asy
         setTimeout(resolve, 200);
       });
     }
+    return received;
   };
+  return { until, stop: () => subscription.unsubscribe() };
+}
+
+test('Apollo Client: a multipart subscription gets stored then live traces, and resumes from a cursor', async () => {
+  const apollo = client();
+  const session = randomUUID();
+  await apollo.mutate({ mutation: START, variables: { input: { id: session, workflowId: 'wf-apollo', workflowName: 'Apollo' } } });
+  const stored = [trace(0), trace(1)];
+  await apollo.mutate({ mutation: RECORD, variables: { s: session, t: stored } });
+  const first = follow(apollo, { s: session });
   try {
-    await waitFor(2);
-    assert.deepEqual(received, stored.map((t) => t.id));
+    assert.deepEqual((await first.until(2)).map((e) => e.node.id), stored.map((t) => t.id));
     const later = [trace(2)];
     await apollo.mutate({ mutation: RECORD, variables: { s: session, t: later } });
-    await waitFor(3);
-    assert.deepEqual(received.slice(2), later.map((t) => t.id));
+    const all = await first.until(3);
+    assert.deepEqual(all.slice(2).map((e) => e.node.id), later.map((t) => t.id));
+    first.stop();
+
+    const missed = [trace(3)];
+    await apollo.mutate({ mutation: RECORD, variables: { s: session, t: missed } });
+    const resumed = follow(apollo, { s: session, after: all[2].cursor });
+    try {
+      assert.deepEqual((await resumed.until(1)).map((e) => e.node.id), missed.map((t) => t.id));
+    } finally {
+      resumed.stop();
+    }
   } finally {
-    subscription.unsubscribe();
+    first.stop();
     apollo.stop();
   }
 });
