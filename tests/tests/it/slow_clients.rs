@@ -47,13 +47,20 @@ async fn stalled_subscribers(app: &TestApp, s: Uuid, cursor: &str, n: usize) -> 
     clients
 }
 
-/// Connections of this database left inside a transaction for over a second.
+/// Connections of this database left inside a transaction for over a second. Asked on a connection of its own: the
+/// server's pool is what is under test, and the question must not wait for it.
 async fn idle_in_transaction(app: &TestApp) -> i64 {
-    app.scalar_i64(
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(app.db.store.url()).await.expect("own connection");
+    let n = sqlx::query_scalar::<_, i64>(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
          AND state LIKE 'idle in transaction%' AND now() - state_change > interval '1 second'",
     )
+    .fetch_one(&mut conn)
     .await
+    .expect("idle in transaction");
+    let _ = conn.close().await;
+    n
 }
 
 fn args(send_timeout_secs: u64, shutdown_timeout_secs: u64) -> ServeArgs {
