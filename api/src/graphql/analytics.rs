@@ -1,11 +1,11 @@
-//! Analytics: `sessionStats` and `nodePerformance`, read from the continuous aggregates.
+//! Analytics: `sessionStats` and `nodePerformance`, read from the continuous aggregates, and `sessionHistory`.
 
 use async_graphql::{Context, Enum, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::store;
 use crate::error::Gql;
-use crate::store::analytics::{self, NodePerformanceRow, SessionStatsRow};
+use crate::store::analytics::{self, HistoryRow, NodePerformanceRow, SessionStatsRow};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Granularity {
@@ -63,7 +63,7 @@ impl From<SessionStatsRow> for SessionStatsBucket {
     }
 }
 
-/// Traces received by one node (the trace target) of one workflow in one hour.
+/// One node of one workflow in one hour: what it received, and the failed traces it emitted.
 #[derive(SimpleObject)]
 pub struct NodePerformanceBucket {
     /// Start of the hour.
@@ -100,6 +100,48 @@ impl From<NodePerformanceRow> for NodePerformanceBucket {
     }
 }
 
+/// The sessions of a workflow that started in one bucket of `sessionHistory`, by their status now.
+#[derive(SimpleObject)]
+pub struct SessionHistoryBucket {
+    /// Start of the bucket.
+    pub bucket: DateTime<Utc>,
+    /// Sessions started in the bucket (0 for a bucket without any).
+    pub sessions: i64,
+    /// Of those, ended COMPLETED.
+    pub completed: i64,
+    /// Of those, ended FAILED.
+    pub failed: i64,
+    /// Of those, ended CANCELLED.
+    pub cancelled: i64,
+    /// Of those, still running.
+    pub running: i64,
+    /// Milliseconds, over those that ended; null when none did.
+    pub avg_duration: Option<f64>,
+    /// Milliseconds, the longest of those that ended.
+    pub max_duration: Option<f64>,
+    /// Their traces.
+    pub total_traces: i64,
+    /// Of those traces, status ERROR.
+    pub error_count: i64,
+}
+
+impl From<HistoryRow> for SessionHistoryBucket {
+    fn from(r: HistoryRow) -> Self {
+        SessionHistoryBucket {
+            bucket: r.bucket,
+            sessions: r.sessions,
+            completed: r.completed,
+            failed: r.failed,
+            cancelled: r.cancelled,
+            running: r.running,
+            avg_duration: r.avg_duration,
+            max_duration: r.max_duration,
+            total_traces: r.total_traces,
+            error_count: r.error_count,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct AnalyticsQuery;
 
@@ -121,6 +163,22 @@ impl AnalyticsQuery {
             Granularity::Day => analytics::Granularity::Day,
         };
         let rows = store(ctx).session_stats(workflow_id.as_deref(), granularity, from, to).await.gql()?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// A workflow's run history: its sessions by start time in buckets of `bucketSeconds` (any size) from `from`
+    /// (the first bucket starts there) to `to`, every bucket present, oldest first, each with its sessions' status
+    /// now. At most 10 000 buckets (BAD_USER_INPUT beyond).
+    #[graphql(complexity = "super::QUERY_COST + child_complexity")]
+    async fn session_history(
+        &self,
+        ctx: &Context<'_>,
+        workflow_id: String,
+        bucket_seconds: i32,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> async_graphql::Result<Vec<SessionHistoryBucket>> {
+        let rows = store(ctx).session_history(&workflow_id, bucket_seconds.into(), from, to).await.gql()?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 

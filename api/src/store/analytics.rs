@@ -1,10 +1,12 @@
 //! Analytics from the continuous aggregates (views of the same names in plain mode). Real-time aggregation makes
-//! them include data newer than the last refresh.
+//! them include data newer than the last refresh, and `aggregate_refresh` older data written late. The session
+//! history, at any bucket size, is read from the sessions themselves.
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
+use super::time_travel::MAX_TIMELINE_BUCKETS;
 use super::traces::check_range;
-use super::{Sql, Store, StoreResult};
+use super::{Sql, Store, StoreError, StoreResult};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Granularity {
@@ -40,6 +42,21 @@ pub struct NodePerformanceRow {
     pub total_data_size: i64,
 }
 
+/// Sessions of a workflow that started in one bucket of a history, with their status now.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub bucket: DateTime<Utc>,
+    pub sessions: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub running: i64,
+    pub avg_duration: Option<f64>,
+    pub max_duration: Option<f64>,
+    pub total_traces: i64,
+    pub error_count: i64,
+}
+
 /// The start of the bucket holding `at`, so a range that begins mid-bucket still includes that bucket.
 fn bucket_start(at: DateTime<Utc>, width: TimeDelta) -> DateTime<Utc> {
     at.duration_trunc(width).unwrap_or(at)
@@ -70,6 +87,54 @@ impl Store {
             sql.push(&format!(" AND workflow_id = {p}"));
         }
         sql.push(" ORDER BY bucket, workflow_id");
+        self.all(sql).await
+    }
+
+    /// A workflow's sessions by start time in buckets of `bucket_seconds` from `from` (aligned to it) to `to`, every
+    /// bucket present (zero when empty), oldest first. Read from flow_trace_sessions_workflow_idx
+    /// (workflow_id, start_time), so any bucket size works; the bucket count is bounded.
+    pub async fn session_history(
+        &self,
+        workflow_id: &str,
+        bucket_seconds: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<HistoryRow>> {
+        if bucket_seconds <= 0 {
+            return Err(StoreError::BadInput(format!("bucketSeconds must be > 0, got {bucket_seconds}")));
+        }
+        check_range(Some(from), Some(to))?;
+        let buckets = (to - from).num_seconds() / bucket_seconds + 1;
+        if buckets > MAX_TIMELINE_BUCKETS {
+            return Err(StoreError::BadInput(format!(
+                "the history would have {buckets} buckets; the most is {MAX_TIMELINE_BUCKETS}: use larger buckets or a shorter range"
+            )));
+        }
+        let mut sql = Sql::new("");
+        let (w, b, f, t) =
+            (sql.bind(workflow_id.to_owned()), sql.bind(bucket_seconds as f64), sql.bind(from), sql.bind(to));
+        const MS: &str = "extract(epoch FROM end_time - start_time)::float8 * 1000";
+        sql.push(&format!(
+            "WITH s AS (
+                SELECT {f} + floor(extract(epoch FROM start_time - {f}) / {b}) * make_interval(secs => {b}) AS bucket,
+                    status, start_time, end_time, total_traces, error_count
+                FROM flow_trace_sessions WHERE workflow_id = {w} AND start_time >= {f} AND start_time <= {t}
+             ), agg AS (
+                SELECT bucket, count(*) AS sessions,
+                    count(*) FILTER (WHERE status = 'COMPLETED') AS completed,
+                    count(*) FILTER (WHERE status = 'FAILED') AS failed,
+                    count(*) FILTER (WHERE status = 'CANCELLED') AS cancelled,
+                    count(*) FILTER (WHERE status = 'RUNNING') AS running,
+                    avg({MS}) AS avg_duration, max({MS}) AS max_duration,
+                    sum(total_traces)::bigint AS total_traces, sum(error_count)::bigint AS error_count
+                FROM s GROUP BY bucket
+             ), series AS (SELECT generate_series({f}, {t}, make_interval(secs => {b})) AS bucket)
+             SELECT series.bucket, COALESCE(sessions, 0) AS sessions, COALESCE(completed, 0) AS completed,
+                COALESCE(failed, 0) AS failed, COALESCE(cancelled, 0) AS cancelled, COALESCE(running, 0) AS running,
+                avg_duration, max_duration, COALESCE(total_traces, 0) AS total_traces,
+                COALESCE(error_count, 0) AS error_count
+             FROM series LEFT JOIN agg USING (bucket) ORDER BY 1"
+        ));
         self.all(sql).await
     }
 

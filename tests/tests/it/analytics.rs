@@ -264,3 +264,52 @@ async fn policies_change_idempotently_and_plain_mode_deletes_expired_rows() {
         sqlx::query_scalar("SELECT id::text FROM flow_traces").fetch_all(plain.db.store.pool()).await.expect("left");
     assert_eq!(left, vec![recent["id"].as_str().expect("id").to_owned()]);
 }
+
+const HISTORY: &str = "query($b: Int!, $from: DateTime!, $to: DateTime!) {
+    sessionHistory(workflowId: \"hist\", bucketSeconds: $b, from: $from, to: $to) {
+        bucket sessions completed failed cancelled running avgDuration maxDuration totalTraces errorCount } }";
+
+async fn check_history(app: &TestApp) {
+    let done = session(app, "hist", 0).await;
+    record(app, done, vec![trace(1, "SUCCESS", "a", "b"), trace(2, "ERROR", "b", "c")]).await;
+    app.ok(COMPLETE, json!({ "id": done, "s": "COMPLETED", "end": at(60) })).await;
+    let failed = session(app, "hist", 30).await;
+    app.ok(COMPLETE, json!({ "id": failed, "s": "FAILED", "end": at(90) })).await;
+    session(app, "hist", 1000).await;
+    let cancelled = session(app, "hist", 7300).await;
+    app.ok(COMPLETE, json!({ "id": cancelled, "s": "CANCELLED", "end": at(7400) })).await;
+    session(app, "other", 10).await;
+
+    let data = app.ok(HISTORY, json!({ "b": 600, "from": at(0), "to": at(7800) })).await;
+    let buckets = data["sessionHistory"].as_array().cloned().unwrap_or_default();
+    assert_eq!(buckets.len(), 14, "every bucket from 0 to 7 800 s, empty ones too");
+    let empty = |bucket: String| {
+        json!({ "bucket": bucket, "sessions": 0, "completed": 0, "failed": 0, "cancelled": 0, "running": 0,
+                "avgDuration": null, "maxDuration": null, "totalTraces": 0, "errorCount": 0 })
+    };
+    for (i, b) in buckets.iter().enumerate() {
+        let start = at(600 * i as i64);
+        let want = match i {
+            0 => json!({ "bucket": start, "sessions": 2, "completed": 1, "failed": 1, "cancelled": 0, "running": 0,
+                         "avgDuration": 60_000.0, "maxDuration": 60_000.0, "totalTraces": 2, "errorCount": 1 }),
+            1 => json!({ "bucket": start, "sessions": 1, "completed": 0, "failed": 0, "cancelled": 0, "running": 1,
+                         "avgDuration": null, "maxDuration": null, "totalTraces": 0, "errorCount": 0 }),
+            12 => json!({ "bucket": start, "sessions": 1, "completed": 0, "failed": 0, "cancelled": 1, "running": 0,
+                          "avgDuration": 100_000.0, "maxDuration": 100_000.0, "totalTraces": 0, "errorCount": 0 }),
+            _ => empty(start),
+        };
+        assert_eq!(numbers_as_floats(b.clone()), numbers_as_floats(want), "bucket {i}");
+    }
+    for (b, from, to) in [(0, at(0), at(60)), (1, at(0), at(30 * 86_400)), (600, at(60), at(0))] {
+        let (code, _) = app.err(HISTORY, json!({ "b": b, "from": from, "to": to })).await;
+        assert_eq!(code, "BAD_USER_INPUT", "bucket {b} from {from} to {to}");
+    }
+}
+
+#[tokio::test]
+async fn session_history_is_gap_filled_at_any_bucket_size_in_both_modes() {
+    check_history(&TestApp::start(Kind::Default).await).await;
+    if let Some(db) = try_test_db(Kind::Plain).await {
+        check_history(&TestApp::with_db(db, Default::default()).await).await;
+    }
+}
