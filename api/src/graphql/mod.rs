@@ -11,6 +11,7 @@ pub mod live;
 pub mod one_pass;
 pub mod pagination;
 pub mod persisted;
+pub mod report;
 pub mod sessions;
 pub mod time_travel;
 pub mod traces;
@@ -30,6 +31,7 @@ pub struct Query(
     events::EventsQuery,
     time_travel::TimeTravelQuery,
     analytics::AnalyticsQuery,
+    report::ReportQuery,
     health::HealthQuery,
     health::StorageQuery,
 );

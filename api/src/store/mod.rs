@@ -11,6 +11,7 @@ pub mod import;
 pub mod ingest;
 pub mod live;
 pub mod notify;
+pub mod report;
 pub mod retention;
 pub mod sessions;
 pub mod storage_stats;

@@ -28,6 +28,7 @@ mod process;
 mod queries;
 mod redaction;
 mod reliability;
+mod report;
 mod request_limits;
 mod schema;
 mod search;
