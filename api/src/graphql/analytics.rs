@@ -7,6 +7,7 @@ use super::store;
 use crate::error::Gql;
 use crate::store::analytics::{self, HistoryRow, NodePerformanceRow, SessionStatsRow};
 
+/// The bucket width of `sessionStats`.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Granularity {
     /// One bucket per hour (UTC).

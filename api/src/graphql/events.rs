@@ -21,6 +21,7 @@ pub fn event_cursor(m: &event::Model) -> String {
     EventKey(SeqKey { at: m.timestamp, seq: m.seq }).encode()
 }
 
+/// Something a node reported: input, output, error, log line, start or completion.
 #[Object]
 impl TraceEvent {
     /// The id the client gave, or the generated one (UUIDv7).
@@ -69,6 +70,7 @@ impl TraceEvent {
     }
 }
 
+/// An event to record: something a node reported.
 #[derive(InputObject)]
 pub struct EventInput {
     /// Client-chosen id: the idempotency key, stored at most once per session whatever the timestamp (a repeat is

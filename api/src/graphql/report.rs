@@ -46,6 +46,7 @@ pub struct NodeTiming {
 /// A run report of one session.
 pub struct SessionReport(report::Report);
 
+/// A run report of one session.
 #[Object]
 impl SessionReport {
     /// The session.

@@ -20,6 +20,7 @@ use crate::store::traces::TraceFilter;
 /// One execution of a workflow.
 pub struct Session(pub session::Model);
 
+/// One execution of a workflow.
 #[Object]
 impl Session {
     /// The id the client gave to `startSession`, or the generated one (UUIDv7).
@@ -100,6 +101,7 @@ impl Session {
     }
 }
 
+/// A session to start.
 #[derive(InputObject)]
 pub struct StartSessionInput {
     /// Client-chosen id; starting the same id again returns the existing session. 1 to 128 characters, none a
@@ -120,6 +122,7 @@ pub struct StartSessionInput {
     pub metadata: Option<Json<serde_json::Value>>,
 }
 
+/// Which sessions to list; every condition given must hold.
 #[derive(InputObject, Default)]
 #[graphql(name = "SessionFilter")]
 pub struct SessionFilterInput {

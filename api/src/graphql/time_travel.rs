@@ -55,6 +55,7 @@ impl From<StoreNodeStatus> for NodeStatus {
 
 pub struct NodeState(time_travel::NodeState);
 
+/// One node of a session at a moment (or, in `sessionState`, as of a cursor), by the rules of `NodeStatus`.
 #[Object]
 impl NodeState {
     /// The node's id in the workflow graph.
@@ -107,6 +108,7 @@ impl NodeState {
 /// A workflow as it was at `at`, in one of its sessions.
 pub struct WorkflowState(time_travel::WorkflowState);
 
+/// A workflow as it was at `at`, in one of its sessions.
 #[Object]
 impl WorkflowState {
     /// The moment this state is of.
@@ -130,6 +132,7 @@ impl WorkflowState {
 /// One message of the `sessionState` subscription.
 pub struct SessionStateUpdate(pub session_state::StateUpdate);
 
+/// One message of the `sessionState` subscription.
 #[Object]
 impl SessionStateUpdate {
     /// Resume point: `sessionState(after:)` with it sends what changed after this message.
@@ -180,6 +183,9 @@ pub enum NodeStateField {
 /// no node).
 pub struct NodeStateChange(session_state::NodeChange);
 
+/// What changed in one node: its id, which fields changed (`changed`), and those fields' new values; the fields not
+/// in `changed` are null. A field in `changed` may be null as its new value (`nodeName` when the latest trace names
+/// no node).
 #[Object]
 impl NodeStateChange {
     /// The node's id in the workflow graph.

@@ -51,6 +51,7 @@ pub struct NodeRefOut {
     pub port_type: Option<String>,
 }
 
+/// What a trace passed.
 #[derive(SimpleObject)]
 pub struct TraceData {
     /// The data passed, as JSON; null when the engine sent none, or when it is withheld from this caller
@@ -68,6 +69,7 @@ pub struct TraceData {
     pub preview: Option<String>,
 }
 
+/// Why a transfer failed.
 #[derive(SimpleObject, Clone)]
 pub struct TraceError {
     /// What went wrong.

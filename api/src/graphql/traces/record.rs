@@ -8,6 +8,7 @@ use crate::domain::TraceStatus;
 use crate::error::Gql;
 use crate::store::ingest::{NewTrace, NodeRef, Recorded};
 
+/// A node and one of its ports, as the engine names them.
 #[derive(InputObject)]
 pub struct NodeRefInput {
     /// The node's id in the workflow graph.
@@ -37,6 +38,7 @@ impl From<NodeRefInput> for NodeRef {
     }
 }
 
+/// The data a trace carries.
 #[derive(InputObject, Default)]
 pub struct TraceDataInput {
     /// The data passed, as JSON.
@@ -50,6 +52,7 @@ pub struct TraceDataInput {
     pub preview: Option<String>,
 }
 
+/// Why a transfer failed.
 #[derive(InputObject)]
 pub struct TraceErrorInput {
     /// What went wrong.
@@ -60,6 +63,7 @@ pub struct TraceErrorInput {
     pub stack: Option<String>,
 }
 
+/// A trace to record: data passed from one node's output port to another's input.
 #[derive(InputObject)]
 pub struct TraceInput {
     /// Client-chosen id: the idempotency key, stored at most once per session whatever the timestamp (a repeat is
