@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::store;
 use crate::error::Gql;
-use crate::store::analytics::{self, HistoryRow, NodePerformanceRow, SessionStatsRow};
+use crate::store::analytics::{self, NodePerformanceRow, SessionStatsRow};
 
 /// The bucket width of `sessionStats`.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -16,7 +16,7 @@ pub enum Granularity {
     Day,
 }
 
-/// Sessions of one workflow that started in one bucket.
+/// Sessions of one workflow that started in one bucket (0 in every count for a bucket without any).
 #[derive(SimpleObject)]
 pub struct SessionStatsBucket {
     /// Start of the hour or day.
@@ -31,7 +31,7 @@ pub struct SessionStatsBucket {
     pub failed: i64,
     /// Of those, ended CANCELLED.
     pub cancelled: i64,
-    /// Still running (at the time the bucket was last aggregated).
+    /// Of those, still running: now in `sessionHistory`, when the bucket was last aggregated in `sessionStats`.
     pub running: i64,
     /// Milliseconds, over sessions that ended.
     pub avg_duration: Option<f64>,
@@ -101,48 +101,6 @@ impl From<NodePerformanceRow> for NodePerformanceBucket {
     }
 }
 
-/// The sessions of a workflow that started in one bucket of `sessionHistory`, by their status now.
-#[derive(SimpleObject)]
-pub struct SessionHistoryBucket {
-    /// Start of the bucket.
-    pub bucket: DateTime<Utc>,
-    /// Sessions started in the bucket (0 for a bucket without any).
-    pub sessions: i64,
-    /// Of those, ended COMPLETED.
-    pub completed: i64,
-    /// Of those, ended FAILED.
-    pub failed: i64,
-    /// Of those, ended CANCELLED.
-    pub cancelled: i64,
-    /// Of those, still running.
-    pub running: i64,
-    /// Milliseconds, over those that ended; null when none did.
-    pub avg_duration: Option<f64>,
-    /// Milliseconds, the longest of those that ended.
-    pub max_duration: Option<f64>,
-    /// Their traces.
-    pub total_traces: i64,
-    /// Of those traces, status ERROR.
-    pub error_count: i64,
-}
-
-impl From<HistoryRow> for SessionHistoryBucket {
-    fn from(r: HistoryRow) -> Self {
-        SessionHistoryBucket {
-            bucket: r.bucket,
-            sessions: r.sessions,
-            completed: r.completed,
-            failed: r.failed,
-            cancelled: r.cancelled,
-            running: r.running,
-            avg_duration: r.avg_duration,
-            max_duration: r.max_duration,
-            total_traces: r.total_traces,
-            error_count: r.error_count,
-        }
-    }
-}
-
 #[derive(Default)]
 pub struct AnalyticsQuery;
 
@@ -178,7 +136,7 @@ impl AnalyticsQuery {
         bucket_seconds: i32,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> async_graphql::Result<Vec<SessionHistoryBucket>> {
+    ) -> async_graphql::Result<Vec<SessionStatsBucket>> {
         let rows = store(ctx).session_history(&workflow_id, bucket_seconds.into(), from, to).await.gql()?;
         Ok(rows.into_iter().map(Into::into).collect())
     }

@@ -88,21 +88,20 @@ impl NodeState {
     }
     /// The error of the latest failed trace it emitted.
     async fn last_error(&self, ctx: &Context<'_>) -> Option<TraceError> {
-        self.error(reveals(ctx))
+        last_error_of(&self.0, reveals(ctx))
     }
 }
 
-impl NodeState {
-    fn error(&self, reveal: bool) -> Option<TraceError> {
-        self.0.last_error.as_ref().map(|t| {
-            TraceError::of(t, reveal).unwrap_or(TraceError {
-                message: "trace failed".into(),
-                code: None,
-                stack: None,
-                redacted: false,
-            })
+/// A node's latest error as `lastError` shows it (a failed trace without an error message still failed).
+fn last_error_of(node: &time_travel::NodeState, reveal: bool) -> Option<TraceError> {
+    node.last_error.as_ref().map(|t| {
+        TraceError::of(t, reveal).unwrap_or(TraceError {
+            message: "trace failed".into(),
+            code: None,
+            stack: None,
+            redacted: false,
         })
-    }
+    })
 }
 
 /// A workflow as it was at `at`, in one of its sessions.
@@ -234,7 +233,7 @@ impl NodeStateChange {
     }
     /// The error of the latest failed trace it emitted, when that changed.
     async fn last_error(&self, ctx: &Context<'_>) -> Option<TraceError> {
-        self.0.last_error.then(|| NodeState(self.0.node.clone()).error(reveals(ctx))).flatten()
+        self.0.last_error.then(|| last_error_of(&self.0.node, reveals(ctx))).flatten()
     }
 }
 

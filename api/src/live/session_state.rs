@@ -8,14 +8,12 @@
 
 use std::collections::HashMap;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 use super::catch_up::{Batch, Source};
 use crate::domain::SessionStatus;
+use crate::store::cursor::{decode_tagged, encode_tagged};
 use crate::store::notify::Wakeup;
 use crate::store::time_travel::{AsOf, NodeState, RowMark, WorkflowState};
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{Store, StoreResult};
 
 /// What one node's change sets: its state after the change, and which of its fields changed.
 #[derive(Clone, Debug)]
@@ -49,22 +47,17 @@ pub struct StateUpdate {
 
 /// A mark as the client holds it, tied to its session so that it cannot be replayed against another.
 pub fn encode(session_id: &str, mark: RowMark) -> String {
-    let text = format!("{}:{}:{}:{session_id}", mark.traces, mark.events, u8::from(mark.ended));
-    URL_SAFE_NO_PAD.encode(text)
+    encode_tagged("state", &format!("{}:{}:{}:{session_id}", mark.traces, mark.events, u8::from(mark.ended)))
 }
 
 /// BAD_USER_INPUT for a cursor that is not a session-state cursor of this session.
 pub fn decode(session_id: &str, cursor: &str) -> StoreResult<RowMark> {
-    let bad = || StoreError::BadInput(format!("after: {cursor:?} is not a sessionState cursor of this session"));
-    let text = URL_SAFE_NO_PAD.decode(cursor).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(bad)?;
-    let mut parts = text.splitn(4, ':');
-    let mut number = || parts.next().and_then(|p| p.parse::<i64>().ok());
-    let (traces, events, ended) = (number(), number(), number());
-    let (Some(traces), Some(events), Some(ended @ 0..=1)) = (traces, events, ended) else { return Err(bad()) };
-    if parts.next() != Some(session_id) || traces < 0 || events < 0 {
-        return Err(bad());
-    }
-    Ok(RowMark { traces, events, ended: ended == 1 })
+    decode_tagged("state", cursor, |body| {
+        let mut parts = body.splitn(4, ':');
+        let mut number = || parts.next().and_then(|p| p.parse::<i64>().ok()).filter(|n| *n >= 0);
+        let (traces, events, ended) = (number()?, number()?, number()?);
+        (parts.next() == Some(session_id) && ended <= 1).then_some(RowMark { traces, events, ended: ended == 1 })
+    })
 }
 
 pub(super) struct SessionState {

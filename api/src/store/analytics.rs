@@ -42,21 +42,6 @@ pub struct NodePerformanceRow {
     pub total_data_size: i64,
 }
 
-/// Sessions of a workflow that started in one bucket of a history, with their status now.
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
-pub struct HistoryRow {
-    pub bucket: DateTime<Utc>,
-    pub sessions: i64,
-    pub completed: i64,
-    pub failed: i64,
-    pub cancelled: i64,
-    pub running: i64,
-    pub avg_duration: Option<f64>,
-    pub max_duration: Option<f64>,
-    pub total_traces: i64,
-    pub error_count: i64,
-}
-
 /// The start of the bucket holding `at`, so a range that begins mid-bucket still includes that bucket.
 fn bucket_start(at: DateTime<Utc>, width: TimeDelta) -> DateTime<Utc> {
     at.duration_trunc(width).unwrap_or(at)
@@ -99,7 +84,7 @@ impl Store {
         bucket_seconds: i64,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> StoreResult<Vec<HistoryRow>> {
+    ) -> StoreResult<Vec<SessionStatsRow>> {
         if bucket_seconds <= 0 {
             return Err(StoreError::BadInput(format!("bucketSeconds must be > 0, got {bucket_seconds}")));
         }
@@ -125,13 +110,13 @@ impl Store {
                     count(*) FILTER (WHERE status = 'FAILED') AS failed,
                     count(*) FILTER (WHERE status = 'CANCELLED') AS cancelled,
                     count(*) FILTER (WHERE status = 'RUNNING') AS running,
-                    avg({MS}) AS avg_duration, max({MS}) AS max_duration,
+                    avg({MS}) AS avg_duration, min({MS}) AS min_duration, max({MS}) AS max_duration,
                     sum(total_traces)::bigint AS total_traces, sum(error_count)::bigint AS error_count
                 FROM s GROUP BY bucket
              ), series AS (SELECT generate_series({f}, {t}, make_interval(secs => {b})) AS bucket)
-             SELECT series.bucket, COALESCE(sessions, 0) AS sessions, COALESCE(completed, 0) AS completed,
+             SELECT series.bucket, {w} AS workflow_id, COALESCE(sessions, 0) AS sessions, COALESCE(completed, 0) AS completed,
                 COALESCE(failed, 0) AS failed, COALESCE(cancelled, 0) AS cancelled, COALESCE(running, 0) AS running,
-                avg_duration, max_duration, COALESCE(total_traces, 0) AS total_traces,
+                avg_duration, min_duration, max_duration, COALESCE(total_traces, 0) AS total_traces,
                 COALESCE(error_count, 0) AS error_count
              FROM series LEFT JOIN agg USING (bucket) ORDER BY 1"
         ));

@@ -32,18 +32,27 @@ pub trait CursorKey: Sized {
     fn bind(&self, sql: &mut Sql) -> (String, String);
 
     fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", Self::TAG, self.body()))
+        encode_tagged(Self::TAG, &self.body())
     }
 
     fn decode(cursor: &str) -> StoreResult<Self> {
-        let invalid = || StoreError::BadInput(format!("invalid cursor '{cursor}': pass a cursor this API returned"));
-        let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
-        let raw = String::from_utf8(raw).map_err(|_| invalid())?;
-        let (tag, body) = raw.split_once(':').ok_or_else(invalid)?;
-        if tag != Self::TAG {
-            return Err(invalid());
-        }
-        Self::parse(body).ok_or_else(invalid)
+        decode_tagged(Self::TAG, cursor, Self::parse)
+    }
+}
+
+/// A cursor's text: `tag:body`, base64url-encoded.
+pub fn encode_tagged(tag: &str, body: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{tag}:{body}"))
+}
+
+/// The value behind a cursor of this `tag`, or BAD_USER_INPUT for any other text.
+pub fn decode_tagged<T>(tag: &str, cursor: &str, parse: impl FnOnce(&str) -> Option<T>) -> StoreResult<T> {
+    let invalid = || StoreError::BadInput(format!("invalid cursor '{cursor}': pass a cursor this API returned"));
+    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let raw = String::from_utf8(raw).map_err(|_| invalid())?;
+    match raw.split_once(':') {
+        Some((t, body)) if t == tag => parse(body).ok_or_else(invalid),
+        _ => Err(invalid()),
     }
 }
 

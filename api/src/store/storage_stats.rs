@@ -90,7 +90,7 @@ impl Store {
                  WHERE h.hypertable_schema = current_schema() ORDER BY 1",
             ))
             .await?;
-        let aggregates = self
+        let mut aggregates: Vec<AggregateStatus> = self
             .all(super::Sql::new(
                 // TimescaleDB records "never" as -infinity; that reads as null here.
                 "SELECT c.view_name::text AS name,
@@ -104,7 +104,6 @@ impl Store {
                  WHERE c.view_schema = current_schema() ORDER BY 1",
             ))
             .await?;
-        let mut aggregates: Vec<AggregateStatus> = aggregates;
         let mut conn = self.pool.acquire().await?;
         let pending = pending(&mut conn, policies).await?;
         let since: Vec<(String, DateTime<Utc>)> =
