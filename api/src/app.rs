@@ -59,7 +59,7 @@ impl Database {
     /// Closes the pool and stops the embedded cluster cleanly, unless another flowtrace process still uses it.
     pub async fn close(self) {
         // Waits for connections in use to come back, but not forever.
-        if tokio::time::timeout(Duration::from_secs(10), self.store.pool().close()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.store.close()).await.is_err() {
             tracing::warn!("database connections still in use after 10 s; closing anyway");
         }
         if let Some(cluster) = self.embedded {

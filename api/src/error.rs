@@ -38,6 +38,7 @@ pub fn store_error(err: StoreError) -> async_graphql::Error {
         StoreError::NotFound(_) => NOT_FOUND,
         StoreError::BadInput(_) => BAD_USER_INPUT,
         StoreError::LimitExceeded(_) => LIMIT_EXCEEDED,
+        StoreError::Forbidden(_) => FORBIDDEN,
         StoreError::Unavailable(_) => DATABASE_UNAVAILABLE,
         StoreError::Database { .. } | StoreError::Internal(_) => INTERNAL,
     };

@@ -43,6 +43,7 @@ pub fn ingest(kind: &'static str, result: &StoreResult<Recorded>) {
                 StoreError::NotFound(_) => "not_found",
                 StoreError::BadInput(_) => "bad_input",
                 StoreError::LimitExceeded(_) => "limit_exceeded",
+                StoreError::Forbidden(_) => "forbidden",
                 StoreError::Unavailable(_) => "database_unavailable",
                 StoreError::Database { .. } | StoreError::Internal(_) => "internal",
             };

@@ -1,22 +1,22 @@
 //! Signing keys from a JWKS (Supabase's current keys: RS256, ES256), by key id, kept current without a restart.
 //!
 //! The set is read at start, again when a token names a key id it does not hold (a rotation: at most once per
-//! `MIN_REFETCH`, so a stream of forged key ids cannot make the server hammer the JWKS), and every `REFRESH` (so a
-//! withdrawn key stops working). A read that fails keeps the keys already held: a JWKS outage refuses only tokens
-//! whose key the server has never seen.
+//! `MIN_REFETCH`, so a stream of forged key ids cannot make the server hammer the JWKS), and every
+//! `FLOWTRACE_JWKS_REFRESH_SECS` (so a withdrawn key stops working, and the subscriptions its tokens opened end). A
+//! read that fails keeps the keys already held: a JWKS outage refuses only tokens whose key the server has never
+//! seen.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use tokio::sync::watch;
 
 /// The least time between two reads of the set caused by unknown key ids.
 pub const MIN_REFETCH: Duration = Duration::from_secs(10);
-/// How often the set is read anyway.
-pub const REFRESH: Duration = Duration::from_secs(600);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
@@ -31,10 +31,13 @@ pub struct Key {
     pub algorithm: Algorithm,
 }
 
+type KeySet = Arc<HashMap<String, Key>>;
+
 pub struct Jwks {
     source: JwksSource,
     http: reqwest::Client,
-    keys: RwLock<HashMap<String, Key>>,
+    /// The keys held; subscriptions watch it to end when the key that signed their token is withdrawn.
+    keys: watch::Sender<KeySet>,
     /// When the set was last read because of an unknown key id; one such read at a time.
     refetch: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -81,11 +84,12 @@ pub fn parse(document: &str) -> anyhow::Result<HashMap<String, Key>> {
 }
 
 impl Jwks {
-    /// Reads the set once; a source that cannot be read now leaves the set empty until a later read succeeds.
-    pub async fn start(source: JwksSource) -> anyhow::Result<Arc<Jwks>> {
+    /// Reads the set once, then every `refresh`; a source that cannot be read now leaves the set empty until a later
+    /// read succeeds.
+    pub async fn start(source: JwksSource, refresh: Duration) -> anyhow::Result<Arc<Jwks>> {
         let http = reqwest::Client::builder().timeout(FETCH_TIMEOUT).build()?;
-        let jwks =
-            Arc::new(Jwks { source, http, keys: RwLock::new(HashMap::new()), refetch: tokio::sync::Mutex::new(None) });
+        let keys = watch::Sender::new(KeySet::default());
+        let jwks = Arc::new(Jwks { source, http, keys, refetch: tokio::sync::Mutex::new(None) });
         if let JwksSource::File(path) = &jwks.source {
             // A file that cannot be read at start is a configuration mistake, not an outage.
             let text = std::fs::read_to_string(path)
@@ -96,7 +100,7 @@ impl Jwks {
         let every = Arc::downgrade(&jwks);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(REFRESH).await;
+                tokio::time::sleep(refresh).await;
                 let Some(jwks) = every.upgrade() else { break };
                 jwks.reload().await;
             }
@@ -116,15 +120,29 @@ impl Jwks {
     async fn reload(&self) {
         match self.read().await {
             Ok(keys) => {
-                let mut held = self.keys.write().unwrap_or_else(|e| e.into_inner());
-                *held = keys;
+                self.keys.send_if_modified(|held| {
+                    let changed = held.len() != keys.len() || keys.keys().any(|kid| !held.contains_key(kid));
+                    *held = Arc::new(keys);
+                    changed
+                });
             }
             Err(err) => tracing::warn!(%err, source = ?self.source, "JWKS not read; keeping the keys held"),
         }
     }
 
     fn held(&self, kid: &str) -> Option<Key> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).get(kid).cloned()
+        self.keys.borrow().get(kid).cloned()
+    }
+
+    /// Resolves once the set no longer holds `kid`.
+    pub fn withdrawal(&self, kid: String) -> impl Future<Output = ()> + Send + 'static {
+        let mut keys = self.keys.subscribe();
+        async move {
+            // An error means the set is gone with the server: nothing to end then.
+            if keys.wait_for(|held| !held.contains_key(&kid)).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The key with this id, reading the set again first when it is not held and the last such read is old enough.

@@ -166,15 +166,22 @@ impl Executor for Gate {
                 response
             },
         );
-        let Some(expires) = caller.as_ref().and_then(Caller::principal).and_then(|p| p.expires) else {
+        let Some(principal) = caller.as_ref().and_then(Caller::principal).filter(|p| p.lapses()) else {
             return stream.boxed();
         };
-        let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
-        let expired = Response::from_errors(vec![server_error(UNAUTHENTICATED, "the token has expired".into())]);
-        // The closing error only when the stream was cut by expiry, not when it ended by itself.
-        let notice =
-            futures::stream::iter([expired]).filter(move |_| std::future::ready(chrono::Utc::now() >= expires));
-        stream.take_until(tokio::time::sleep(left)).chain(notice).boxed()
+        // The closing error only when the stream was cut because the credentials lapsed, not when it ended by
+        // itself (then the lapse is dropped unsent).
+        let (why, lapsed) = tokio::sync::oneshot::channel();
+        let lapse = principal.lapse();
+        let cut = async move {
+            let _ = why.send(lapse.await);
+        };
+        let notice = futures::stream::once(lapsed).filter_map(|why| {
+            std::future::ready(
+                why.ok().map(|why| Response::from_errors(vec![server_error(UNAUTHENTICATED, why.into())])),
+            )
+        });
+        stream.take_until(cut).chain(notice).boxed()
     }
 }
 

@@ -86,8 +86,11 @@ pub fn sdl() -> String {
     builder().finish().sdl()
 }
 
-pub(crate) fn store<'a>(ctx: &Context<'a>) -> &'a Store {
-    ctx.data_unchecked::<Store>()
+/// The store as the caller may read it: every query of the schema reads through this, so each sees only the rows
+/// of the caller's scope (`store::scope`).
+pub(crate) fn store(ctx: &Context<'_>) -> Store {
+    let scope = ctx.data_opt::<crate::auth::Caller>().and_then(|c| c.principal()).and_then(|p| p.scope.clone());
+    ctx.data_unchecked::<Store>().scoped(scope)
 }
 
 /// Whether the caller may see trace payloads and error stacks. Without a checked caller (the schema run in

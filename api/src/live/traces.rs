@@ -12,6 +12,7 @@ use super::PAGE;
 use super::catch_up::{Batch, Source};
 use crate::store::live::Follow;
 use crate::store::notify::{Kind, Wakeup};
+use crate::store::scope::Scope;
 use crate::store::{Store, StoreResult};
 
 pub(super) struct Traces {
@@ -60,10 +61,11 @@ impl Source for Traces {
 }
 
 type TraceRead = Shared<BoxFuture<'static, StoreResult<Arc<[trace::Model]>>>>;
-type ReadKey = (Follow, i64, i64);
+type ReadKey = (Follow, Option<Scope>, i64, i64);
 
-/// Trace reads in flight by (whose traces, cursor, page size). Subscribers of one session are woken by the same
-/// commit with the same cursor; they share one query and one decoding of its rows instead of running it each.
+/// Trace reads in flight by (whose traces, read for whom, cursor, page size). Subscribers of one session are woken by
+/// the same commit with the same cursor; they share one query and one decoding of its rows instead of running it
+/// each. Only subscribers that may see the same rows share a read.
 #[derive(Clone, Default)]
 pub(super) struct SharedReads(Arc<Mutex<HashMap<ReadKey, TraceRead>>>);
 
@@ -83,7 +85,7 @@ impl SharedReads {
     /// `Store::traces_after`, shared with every caller asking for the same rows at the same time. A caller that
     /// joins a read already under way may get rows committed before its own wake-up only (see `Traces::fresh`).
     async fn read(&self, store: &Store, follow: &Follow, after: i64, limit: i64) -> StoreResult<Arc<[trace::Model]>> {
-        let key = (follow.clone(), after, limit);
+        let key = (follow.clone(), store.scope().cloned(), after, limit);
         let read = {
             let mut reads = self.0.lock().unwrap_or_else(|e| e.into_inner());
             let read = reads.entry(key.clone()).or_insert_with(|| {

@@ -1,6 +1,7 @@
 //! Analytics from the continuous aggregates (views of the same names in plain mode). Real-time aggregation makes
 //! them include data newer than the last refresh, and `aggregate_refresh` older data written late. The session
-//! history, at any bucket size, is read from the sessions themselves.
+//! history, at any bucket size, is read from the sessions themselves, so a caller limited to its own sessions gets
+//! it for them; the aggregates need the workflow granted (`Scope::check_aggregate`).
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
@@ -57,6 +58,7 @@ impl Store {
         to: DateTime<Utc>,
     ) -> StoreResult<Vec<SessionStatsRow>> {
         check_range(Some(from), Some(to))?;
+        self.check_aggregate(workflow_id)?;
         let (view, width) = match granularity {
             Granularity::Hour => ("session_stats_hourly", TimeDelta::hours(1)),
             Granularity::Day => ("session_stats_daily", TimeDelta::days(1)),
@@ -132,6 +134,7 @@ impl Store {
         to: DateTime<Utc>,
     ) -> StoreResult<Vec<NodePerformanceRow>> {
         check_range(Some(from), Some(to))?;
+        self.check_aggregate(workflow_id)?;
         let mut sql = Sql::new(
             "SELECT bucket, workflow_id, node_id, trace_count, error_count, avg_duration, max_duration, total_data_size
              FROM node_performance_hourly WHERE ",

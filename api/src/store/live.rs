@@ -47,10 +47,12 @@ impl Store {
 
     /// The newest committed trace `seq` of a workflow: where a live-only subscription starts.
     pub async fn latest_trace_seq(&self, workflow_id: &str) -> StoreResult<i64> {
+        let mut tx = self.read_tx().await?;
         let seq: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM flow_traces WHERE workflow_id = $1")
             .bind(workflow_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(seq.unwrap_or(0))
     }
 
@@ -91,6 +93,7 @@ impl Store {
     ) -> StoreResult<(Vec<SessionChange>, String)> {
         /// The snapshot, then the change (all null when there is none).
         type ChangeRow = (String, Option<i64>, Option<String>, Option<SessionStatus>);
+        let mut tx = self.read_tx().await?;
         let rows: Vec<ChangeRow> = sqlx::query_as(
             "WITH changes AS (
                 SELECT seq, session_id, status FROM flow_session_changes
@@ -109,8 +112,9 @@ impl Store {
             Follow::Workflow(id) => Some(id),
             _ => None,
         })
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let next = rows.first().map(|r| r.0.clone()).unwrap_or_else(|| mark.to_owned());
         let changes = rows
             .into_iter()

@@ -13,6 +13,7 @@ pub mod live;
 pub mod notify;
 pub mod report;
 pub mod retention;
+pub mod scope;
 pub mod sessions;
 pub mod storage_stats;
 pub mod time_travel;
@@ -29,6 +30,8 @@ use sqlx::postgres::{PgArguments, PgPoolOptions, PgRow};
 use sqlx::{Arguments, PgPool, Postgres};
 use tokio::sync::Semaphore;
 
+use scope::Scope;
+
 /// What can go wrong below the API. Mapped once to GraphQL error codes in `crate::error`.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,6 +41,8 @@ pub enum StoreError {
     BadInput(String),
     #[error("{0}")]
     LimitExceeded(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
     /// A query failed for a reason that is not the client's: the log line names the `?` that met it.
@@ -114,19 +119,41 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The database: one sqlx pool. Every query runs through sqlx on it (`Sql` with `all`, or `sqlx::query…` with a
 /// transaction from `pool.begin()`); the SeaORM connection over the same pool serves only migrations and storage
 /// policies (the `migration` crate).
+///
+/// A store `scoped` to a limited caller reads on a second pool instead, whose connections see the `flowtrace_scoped`
+/// views first (see `scope`).
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
     orm: DatabaseConnection,
-    url: String,
+    url: Arc<str>,
     /// Live subscriptions may hold at most half the pool, so a burst of wake-ups never starves ingest and queries.
     live_reads: Arc<Semaphore>,
+    /// Connections for limited callers, opened when one first reads.
+    scoped_pool: PgPool,
+    /// Whose rows this store reads: everyone's when `None`.
+    scope: Option<Arc<Scope>>,
 }
 
 impl Store {
     /// Connects lazily: the server starts (and stays up) while the database is down, and requests fail fast.
     pub fn connect_lazy(url: &str, max_connections: u32) -> StoreResult<Store> {
-        let pool = PgPoolOptions::new()
+        let pool = Self::pool_options(max_connections).connect_lazy(url)?;
+        let scoped_pool = Self::pool_options(max_connections)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql("SET search_path = flowtrace_scoped, public").execute(conn).await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy(url)?;
+        let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
+        let live_reads = Arc::new(Semaphore::new((max_connections as usize / 2).max(1)));
+        Ok(Store { pool, orm, url: url.into(), live_reads, scoped_pool, scope: None })
+    }
+
+    fn pool_options(max_connections: u32) -> PgPoolOptions {
+        PgPoolOptions::new()
             .max_connections(max_connections)
             // Fail fast while the database is down: requests answer DATABASE_UNAVAILABLE instead of hanging.
             .acquire_timeout(Duration::from_secs(5))
@@ -142,10 +169,22 @@ impl Store {
                     Ok(true)
                 })
             })
-            .connect_lazy(url)?;
-        let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
-        let live_reads = Arc::new(Semaphore::new((max_connections as usize / 2).max(1)));
-        Ok(Store { pool, orm, url: url.to_owned(), live_reads })
+    }
+
+    /// This store for a caller who may see only `scope`'s rows (`None`: every row).
+    pub fn scoped(&self, scope: Option<Arc<Scope>>) -> Store {
+        let Some(scope) = scope else { return self.clone() };
+        Store { pool: self.scoped_pool.clone(), scope: Some(scope), ..self.clone() }
+    }
+
+    /// The caller's scope, when it is limited.
+    pub fn scope(&self) -> Option<&Scope> {
+        self.scope.as_deref()
+    }
+
+    /// Refuses a limited caller an aggregate outside its granted workflows (`Scope::check_aggregate`).
+    pub fn check_aggregate(&self, workflow_id: Option<&str>) -> StoreResult<()> {
+        self.scope().map_or(Ok(()), |s| s.check_aggregate(workflow_id))
     }
 
     /// Waits until the database answers, for at most `timeout`.
@@ -162,6 +201,12 @@ impl Store {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Closes both pools, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        self.scoped_pool.close().await;
+        self.pool.close().await;
     }
 
     pub fn orm(&self) -> &DatabaseConnection {
@@ -196,7 +241,21 @@ impl Store {
     }
 
     async fn all<M: Row>(&self, sql: Sql) -> StoreResult<Vec<M>> {
-        Ok(sql.query_as()?.fetch_all(&self.pool).await?)
+        let Some(scope) = &self.scope else { return Ok(sql.query_as()?.fetch_all(&self.pool).await?) };
+        let mut tx = self.pool.begin().await?;
+        scope.apply(&mut tx).await?;
+        let rows = sql.query_as()?.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// A transaction to read in, naming the caller when it is limited.
+    async fn read_tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(scope) = &self.scope {
+            scope.apply(&mut tx).await?;
+        }
+        Ok(tx)
     }
 
     /// `all` for small frequent reads of one shape (live reads by cursor), which run best on a generic plan, without
@@ -206,7 +265,7 @@ impl Store {
     /// then compiles on every read a query that runs in well under a millisecond. And each parallel worker is a new
     /// process that loads TimescaleDB and the chunk catalog, far more than a small indexed read costs.
     async fn all_serial<M: Row>(&self, sql: Sql) -> StoreResult<Vec<M>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_tx().await?;
         sqlx::raw_sql(
             "SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off; \
              SET LOCAL plan_cache_mode = force_generic_plan",

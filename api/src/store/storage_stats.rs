@@ -60,6 +60,13 @@ pub struct StorageStats {
 impl Store {
     /// `policies` bound the pending ranges to what can be refreshed (see `aggregate_refresh`).
     pub async fn storage_stats(&self, policies: &Policies) -> StoreResult<StorageStats> {
+        if self.scope().is_some() {
+            return Err(super::StoreError::Forbidden(
+                "storage describes every workflow's data: it needs a service_role token or an API key that is not \
+                 limited to workflows"
+                    .into(),
+            ));
+        }
         let mode = self.mode().await?;
         if !mode.is_timescaledb() {
             let tables = self

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{Kind, TestApp, test_db};
 
-const ISSUER: &str = "https://project.test/auth/v1";
+pub(crate) const ISSUER: &str = "https://project.test/auth/v1";
 const LIST: &str = "{ sessions { totalCount } }";
 const START: &str = "mutation { startSession(input: { workflowId: \"wf\", workflowName: \"Flow\" }) { id } }";
 
@@ -25,7 +25,7 @@ fn pem(kid: &str) -> Vec<u8> {
 }
 
 /// A JWKS document with the public keys `kids`.
-fn jwks(kids: &[&str]) -> String {
+pub(crate) fn jwks(kids: &[&str]) -> String {
     let all: Value = serde_json::from_str(
         &std::fs::read_to_string(format!("{}/fixtures/jwks/public.json", env!("CARGO_MANIFEST_DIR"))).expect("keys"),
     )
@@ -53,20 +53,20 @@ fn claims(role: &str) -> Value {
     json!({ "role": role, "sub": "user-1", "aud": "authenticated", "iss": ISSUER, "exp": Utc::now().timestamp() + 600 })
 }
 
-fn token(kid: &str, role: &str) -> String {
+pub(crate) fn token(kid: &str, role: &str) -> String {
     let alg = if kid.starts_with("ec") { Algorithm::ES256 } else { Algorithm::RS256 };
     token_with(kid, alg, claims(role))
 }
 
 /// The JWKS server: serves `document`, or 503 while it is `None`; counts requests.
 #[derive(Clone, Default)]
-struct KeyServer {
+pub(crate) struct KeyServer {
     document: Arc<Mutex<Option<String>>>,
     requests: Arc<AtomicUsize>,
 }
 
 impl KeyServer {
-    async fn start(document: Option<String>) -> (KeyServer, SocketAddr) {
+    pub(crate) async fn start(document: Option<String>) -> (KeyServer, SocketAddr) {
         let server = KeyServer { document: Arc::new(Mutex::new(document)), requests: Arc::default() };
         let app = axum::Router::new()
             .route(
@@ -86,7 +86,7 @@ impl KeyServer {
         (server, addr)
     }
 
-    fn serve(&self, document: Option<String>) {
+    pub(crate) fn serve(&self, document: Option<String>) {
         *self.document.lock().expect("lock") = document;
     }
 }

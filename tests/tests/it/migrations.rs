@@ -10,7 +10,9 @@ const TABLES: &str = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'
     AND tablename IN ('flow_trace_sessions', 'flow_traces', 'flow_trace_events')";
 const VIEWS: &str = "SELECT count(*) FROM pg_class WHERE relname IN
     ('session_stats_hourly', 'session_stats_daily', 'edge_stats_hourly', 'node_performance_hourly')
-    AND relkind IN ('v', 'm')";
+    AND relkind IN ('v', 'm') AND relnamespace = 'public'::regnamespace";
+/// The views limited callers read through: one per table or aggregate holding sessions' rows.
+const SCOPED: &str = "SELECT count(*) FROM pg_views WHERE schemaname = 'flowtrace_scoped'";
 
 #[tokio::test]
 async fn migrations_go_up_down_and_up_again() {
@@ -19,11 +21,13 @@ async fn migrations_go_up_down_and_up_again() {
     db.store.migrate_up().await.expect("up again is a no-op");
     assert_eq!(count(&db, TABLES).await, 3);
     assert_eq!(count(&db, VIEWS).await, 4);
+    assert_eq!(count(&db, SCOPED).await, 9);
     assert!(db.store.migration_status().await.expect("status").iter().all(|(_, applied)| *applied));
 
     db.store.migrate_down(None).await.expect("down");
     assert_eq!(count(&db, TABLES).await, 0);
     assert_eq!(count(&db, VIEWS).await, 0);
+    assert_eq!(count(&db, SCOPED).await, 0);
     assert!(db.store.migration_status().await.expect("status").iter().all(|(_, applied)| !*applied));
 
     db.store.migrate_up().await.expect("up after down");

@@ -13,22 +13,23 @@ use crate::live::TRACES_SUB;
 
 const ACCEPT: &str = r#"multipart/mixed;boundary="graphql";subscriptionSpec=1.0,application/json"#;
 
-struct Parts {
+pub(crate) struct Parts {
     response: reqwest::Response,
     buffer: String,
 }
 
 impl Parts {
     async fn open(app: &TestApp, body: Value) -> Parts {
-        let response = app
-            .http
-            .post(format!("{}/graphql", app.base))
-            .header("accept", ACCEPT)
-            .header("accept-encoding", "gzip")
-            .json(&body)
-            .send()
-            .await
-            .expect("sent");
+        Parts::open_as(app, None, body).await
+    }
+
+    pub(crate) async fn open_as(app: &TestApp, authorization: Option<&str>, body: Value) -> Parts {
+        let mut request = app.http.post(format!("{}/graphql", app.base));
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let response =
+            request.header("accept", ACCEPT).header("accept-encoding", "gzip").json(&body).send().await.expect("sent");
         assert_eq!(response.status().as_u16(), 200);
         let content_type = response.headers()["content-type"].to_str().unwrap_or_default();
         assert!(content_type.starts_with("multipart/mixed") && content_type.contains("subscriptionSpec=1.0"));
@@ -60,7 +61,7 @@ impl Parts {
     }
 
     /// The next `payload`, skipping keep-alives.
-    async fn payload(&mut self) -> Value {
+    pub(crate) async fn payload(&mut self) -> Value {
         loop {
             let part = self.next().await.expect("a part");
             if part != json!({}) {

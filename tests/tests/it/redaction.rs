@@ -82,10 +82,12 @@ async fn payloads_and_stacks_go_only_to_callers_who_may_see_them() {
         json!([false, null]),
         json!({ "stack": null, "redacted": true }),
     );
-    let user = jwt(json!({ "role": "authenticated", "sub": "u1" }));
-    let revealed_user =
-        jwt(json!({ "role": "authenticated", "sub": "u2", "app_metadata": { "flowtrace_reveal": true } }));
-    let not_quite = jwt(json!({ "role": "authenticated", "sub": "u3", "app_metadata": { "flowtrace_reveal": "yes" } }));
+    // Each user is granted the workflow, so each sees its traces: what differs is what it sees of them.
+    let user = jwt(json!({ "role": "authenticated", "sub": "u1", "app_metadata": { "workflows": ["wf"] } }));
+    let revealed_user = jwt(json!({ "role": "authenticated", "sub": "u2",
+                                    "app_metadata": { "flowtrace_reveal": true, "workflows": ["wf"] } }));
+    let not_quite = jwt(json!({ "role": "authenticated", "sub": "u3",
+                                "app_metadata": { "flowtrace_reveal": "yes", "workflows": ["wf"] } }));
     for (who, token, want) in [
         ("service_role", writer.as_str(), &visible),
         ("authenticated", user.as_str(), &hidden),
