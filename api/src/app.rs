@@ -21,6 +21,7 @@ use crate::http::{self, HttpState};
 use crate::live::Live;
 use crate::store::Store;
 use crate::store::aggregate_refresh::run_refresh;
+use crate::store::replicas::Replicas;
 use crate::store::retention::{retention_round, run_retention};
 use crate::webhooks::Webhooks;
 
@@ -139,6 +140,21 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     })
 }
 
+/// The store reading from the configured replicas, each watched for lag until `stop`.
+fn with_replicas(store: Store, args: &ServeArgs, stop: watch::Receiver<bool>) -> anyhow::Result<Store> {
+    let r = &args.replicas;
+    let urls: Vec<String> =
+        r.read_database_urls.iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();
+    if urls.is_empty() {
+        return Ok(store);
+    }
+    let (max_lag, wait) = (Duration::from_millis(r.replica_max_lag_ms), Duration::from_millis(r.replica_wait_ms));
+    let replicas = Arc::new(Replicas::connect(&urls, store.pool().options().get_max_connections(), max_lag, wait)?);
+    tokio::spawn(replicas.clone().monitor(store.pool().clone(), stop));
+    tracing::info!(replicas = urls.len(), "reads go to the replicas that keep up");
+    Ok(store.with_replicas(replicas))
+}
+
 /// Prepares the database (migrations, policies), then serves on `args.bind`.
 pub async fn spawn(store: Store, args: ServeArgs) -> anyhow::Result<RunningServer> {
     check_serve_args(&args)?;
@@ -175,9 +191,11 @@ pub async fn spawn_on(
 
     crate::metrics::install();
     let (stop, stopped) = watch::channel(false);
-    let live = Live::start(store.url().to_owned(), stopped.clone());
+    let store = with_replicas(store, &args, stopped.clone())?;
+    let live = Live::start(store.url().to_owned(), store.replicas().is_some(), stopped.clone());
     if let Some(webhooks) = webhooks {
-        webhooks.start(store.clone(), live.clone(), stopped.clone()).await.context("starting webhook delivery")?;
+        let primary = store.primary_only();
+        webhooks.start(primary, live.clone(), stopped.clone()).await.context("starting webhook delivery")?;
     }
     let persisted = match &args.trusted_documents {
         Some(path) => {

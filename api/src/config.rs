@@ -148,6 +148,8 @@ pub struct ServeArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+    #[command(flatten)]
+    pub replicas: ReplicaArgs,
     /// Origins allowed to call the API from a browser (CORS), comma-separated; `*` for any.
     #[arg(long, env = "FLOWTRACE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -183,6 +185,7 @@ impl Default for ServeArgs {
             late_data_refresh_ms: 2000,
             auth: AuthArgs::default(),
             webhooks: WebhookArgs::default(),
+            replicas: ReplicaArgs::default(),
             cors_origins: Vec::new(),
             no_introspection: false,
             no_graphiql: false,
@@ -191,6 +194,33 @@ impl Default for ServeArgs {
             persisted_queries: 1000,
             trusted_documents: None,
         }
+    }
+}
+
+/// Streaming replicas of the database to read from (see `store::replicas`).
+#[derive(Args, Debug, Clone)]
+pub struct ReplicaArgs {
+    /// URLs of streaming replicas (hot standbys) of DATABASE_URL, comma-separated: queries, analytics and the
+    /// catch-up reads of trace and event subscriptions read from them. Writes, LISTEN and webhooks stay on the
+    /// primary.
+    #[arg(
+        long = "read-database-url",
+        env = "FLOWTRACE_READ_DATABASE_URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub read_database_urls: Vec<String>,
+    /// Milliseconds a replica may fall behind the primary before it leaves the rotation (it comes back once within).
+    #[arg(long, env = "FLOWTRACE_REPLICA_MAX_LAG_MS", default_value_t = 2000)]
+    pub replica_max_lag_ms: u64,
+    /// Milliseconds a read that must see a position waits for a replica to replay it before it reads on the primary.
+    #[arg(long, env = "FLOWTRACE_REPLICA_WAIT_MS", default_value_t = 200)]
+    pub replica_wait_ms: u64,
+}
+
+impl Default for ReplicaArgs {
+    fn default() -> Self {
+        ReplicaArgs { read_database_urls: Vec::new(), replica_max_lag_ms: 2000, replica_wait_ms: 200 }
     }
 }
 

@@ -96,6 +96,38 @@ impl EmbeddedPostgres {
         Ok(pg)
     }
 
+    /// Starts a hot standby of this cluster in `dir`, streaming from it: the first time, a base backup
+    /// (`pg_basebackup -R`, which also writes how to reach the primary); the same options as this cluster. For
+    /// trying read replicas on one machine (the tests and the benchmark).
+    pub async fn start_replica(&self, dir: &Path) -> Result<EmbeddedPostgres, EmbeddedError> {
+        tokio::fs::create_dir_all(dir).await?;
+        let dir = tokio::fs::canonicalize(dir).await?;
+        let password_file = dir.join("password");
+        tokio::fs::write(&password_file, &self.password).await?;
+        set_private(&password_file).await?;
+        if let Some((uid, gid)) = self.run_as {
+            nix::unistd::chown(&dir, Some(uid), Some(gid)).map_err(std::io::Error::from)?;
+            nix::unistd::chown(&password_file, Some(uid), Some(gid)).map_err(std::io::Error::from)?;
+        }
+        let mut replica = EmbeddedPostgres { dir, port: 0, ..self.clone() };
+        if !tokio::fs::try_exists(replica.pgdata().join("PG_VERSION")).await? {
+            let out = self
+                .command(&self.bindir.join("pg_basebackup"))
+                .arg("-D")
+                .arg(replica.pgdata())
+                .args(["-R", "-X", "stream", "-c", "fast", "-d"])
+                .arg(self.url_without_password("postgres"))
+                .env("PGPASSWORD", &self.password)
+                .output()
+                .await?;
+            if !out.status.success() {
+                return Err(command_error("pg_basebackup", &out));
+            }
+        }
+        replica.start_server().await?;
+        Ok(replica)
+    }
+
     /// Starts the server again after `stop`: same folder, same port, so existing pools reconnect by themselves.
     pub async fn restart(&mut self) -> Result<(), EmbeddedError> {
         if let Some(port) = self.running_port().await {

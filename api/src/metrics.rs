@@ -68,6 +68,7 @@ fn describe() {
         ("flowtrace_webhook_deliveries_total", "Webhook deliveries (outcome: delivered or given_up)"),
         ("flowtrace_webhook_attempts_failed_total", "Webhook POSTs that did not answer 2xx"),
         ("flowtrace_http_stream_too_slow_total", "SSE and multipart streams ended because their client did not read"),
+        ("flowtrace_replica_reads_on_primary_total", "Reads that needed a position no replica had replayed in time"),
     ] {
         describe_counter!(name, help);
     }
@@ -78,6 +79,8 @@ fn describe() {
         ("flowtrace_live_subscribers", "Open subscriptions (kind)"),
         ("flowtrace_ws_connections", "Open WebSocket connections"),
         ("flowtrace_sse_connections", "Open Server-Sent Events streams (graphql-sse)"),
+        ("flowtrace_replica_in_rotation", "1 while reads go to the replica (replica)"),
+        ("flowtrace_replica_lag_bytes", "Bytes of WAL the replica is behind the primary (replica)"),
     ] {
         describe_gauge!(name, help);
     }

@@ -20,13 +20,14 @@ use futures::StreamExt;
 use futures::stream::{BoxStream, FuturesOrdered};
 use hashlink::LruCache;
 
-use super::FlowSchema;
 use super::arguments::{self, Shapes};
 use super::persisted::Documents;
+use super::{FlowSchema, consistency};
 use crate::auth::{Access, Caller};
 use crate::error::{FORBIDDEN, LIMIT_EXCEEDED, UNAUTHENTICATED, coded, ensure_code};
 use crate::http::ws::SubscriptionSlots;
 use crate::limits::Limits;
+use crate::store::Store;
 
 /// How many parsed documents the gate keeps, and the longest query text it keeps one for.
 const CACHED_DOCUMENTS: usize = 256;
@@ -41,13 +42,21 @@ pub struct Gate {
     shapes: Arc<Shapes>,
     documents: Arc<Mutex<LruCache<String, Arc<ExecutableDocument>>>>,
     persisted: Arc<Documents>,
+    /// Where mutations' responses read the WAL position from (see `consistency`).
+    store: Store,
 }
 
 impl Gate {
-    pub fn new(schema: FlowSchema, measure: FlowSchema, limits: Limits, persisted: Arc<Documents>) -> Gate {
+    pub fn new(
+        schema: FlowSchema,
+        measure: FlowSchema,
+        limits: Limits,
+        persisted: Arc<Documents>,
+        store: Store,
+    ) -> Gate {
         let documents = Arc::new(Mutex::new(LruCache::new(CACHED_DOCUMENTS)));
         let shapes = Arc::new(Shapes::of_sdl(&schema.sdl()));
-        Gate { schema, measure, limits: Arc::new(limits), shapes, documents, persisted }
+        Gate { schema, measure, limits: Arc::new(limits), shapes, documents, persisted, store }
     }
 
     /// Puts the document a persisted query names into the request (see `persisted`).
@@ -91,7 +100,7 @@ impl Gate {
     /// Parses the request and decides whether the caller may run it. Returns the metrics label of the operation
     /// either way.
     fn admit(&self, request: &mut Request, caller: Option<&Caller>) -> (String, Result<(), ServerError>) {
-        if let Err(refusal) = self.resolve(request, caller) {
+        if let Err(refusal) = self.resolve(request, caller).and_then(|()| consistency::take_floor(request)) {
             return ("invalid".into(), Err(refusal));
         }
         // Taken out while the document borrows the request, and put back.
@@ -118,6 +127,9 @@ impl Executor for Gate {
             Ok(()) => self.schema.execute(request).await,
             Err(refusal) => Response::from_errors(vec![refusal]),
         };
+        if operation.starts_with("mutation:") {
+            consistency::add_position(&self.store, &mut response).await;
+        }
         response.errors.iter_mut().for_each(ensure_code);
         record(operation, &response, started);
         response

@@ -26,6 +26,23 @@ pub struct Health {
     pub mode: String,
     /// TimescaleDB jobs whose last run failed.
     pub jobs_failing: i64,
+    /// The read replicas (`FLOWTRACE_READ_DATABASE_URL`) as last checked; empty when reads go to the primary only.
+    pub replicas: Vec<ReplicaHealth>,
+}
+
+/// A read replica, as the server last checked it (several times a second).
+#[derive(SimpleObject)]
+pub struct ReplicaHealth {
+    /// Host, port and database of its URL (no credentials).
+    pub name: String,
+    /// Whether reads go to it: it answers and is no further behind the primary than `FLOWTRACE_REPLICA_MAX_LAG_MS`.
+    pub in_rotation: bool,
+    /// The WAL position it has replayed (PostgreSQL's `16/B374D848` form); null before it first answered.
+    pub replay_position: Option<String>,
+    /// Bytes of WAL it is behind the primary; null before it first answered.
+    pub lag_bytes: Option<f64>,
+    /// Why it is out of the rotation, when it did not answer or is not a standby.
+    pub error: Option<String>,
 }
 
 #[derive(Default)]
@@ -50,8 +67,24 @@ impl HealthQuery {
             continuous_aggregates: h.continuous_aggregates,
             mode: h.mode,
             jobs_failing: h.jobs_failing,
+            replicas: replicas(&store),
         }
     }
+}
+
+fn replicas(store: &crate::store::Store) -> Vec<ReplicaHealth> {
+    let Some(replicas) = store.replicas() else { return Vec::new() };
+    replicas
+        .states()
+        .into_iter()
+        .map(|(name, s)| ReplicaHealth {
+            name,
+            in_rotation: s.in_rotation,
+            replay_position: s.replay.map(|p| p.to_string()),
+            lag_bytes: s.lag_bytes.map(|b| b as f64),
+            error: s.error,
+        })
+        .collect()
 }
 
 /// One of the three tables.

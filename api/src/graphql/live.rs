@@ -141,9 +141,10 @@ impl Subscription {
 }
 
 /// NOT_FOUND for an unknown session. While the database is unreachable the subscription starts anyway: its reads
-/// retry until the database is back, like those of subscriptions that were already open.
+/// retry until the database is back, like those of subscriptions that were already open. Asked of the primary: a
+/// client that starts a session and subscribes at once finds it there, whatever a replica has replayed.
 async fn session_must_exist(store: &Store, id: &str) -> async_graphql::Result<()> {
-    let (store, owned) = (store.clone(), id.to_owned());
+    let (store, owned) = (store.primary_only(), id.to_owned());
     match detached_read(async move { store.session(&owned).await }).await {
         Ok(Some(_)) | Err(StoreError::Unavailable(_)) => Ok(()),
         Ok(None) => Err(coded(NOT_FOUND, format!("session {id} does not exist"))),

@@ -4,6 +4,7 @@
 pub mod analytics;
 pub mod arguments;
 pub mod batch;
+pub mod consistency;
 pub mod events;
 pub mod gate;
 pub mod health;
@@ -74,10 +75,11 @@ pub fn build(store: Store, live: Live, limits: Limits, options: SchemaOptions) -
         measure = measure.disable_introspection();
     }
     Gate::new(
-        served.data(store).data(live).data(limits.clone()).data(options.policies).finish(),
+        served.data(store.clone()).data(live).data(limits.clone()).data(options.policies).finish(),
         measure.finish(),
         limits,
         options.persisted,
+        store,
     )
 }
 
@@ -87,10 +89,11 @@ pub fn sdl() -> String {
 }
 
 /// The store as the caller may read it: every query of the schema reads through this, so each sees only the rows
-/// of the caller's scope (`store::scope`).
+/// of the caller's scope (`store::scope`), and at least as far as the position it asked for (`consistency`).
 pub(crate) fn store(ctx: &Context<'_>) -> Store {
     let scope = ctx.data_opt::<crate::auth::Caller>().and_then(|c| c.principal()).and_then(|p| p.scope.clone());
-    ctx.data_unchecked::<Store>().scoped(scope)
+    let floor = ctx.data_opt::<consistency::ReadFloor>().map(|f| f.0);
+    ctx.data_unchecked::<Store>().scoped(scope).at_least(floor)
 }
 
 /// Whether the caller may see trace payloads and error stacks. Without a checked caller (the schema run in

@@ -19,6 +19,7 @@ pub mod session_state;
 mod traces;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ use crate::domain::EventType;
 use crate::store::Store;
 use crate::store::live::Follow;
 use crate::store::notify::Wakeup;
+use crate::store::replicas::Position;
 use crate::store::time_travel::RowMark;
 
 /// How many signals a subscriber may fall behind before it is told it lagged (and re-reads by cursor).
@@ -62,20 +64,43 @@ enum Signal {
 pub struct Live {
     topics: Arc<Mutex<HashMap<Follow, broadcast::Sender<Signal>>>>,
     shared_reads: traces::SharedReads,
+    /// With read replicas: the primary's WAL position at or after every commit whose wake-up has been dispatched.
+    /// Every live read must see that far (`Store::following`), so a replica that has not replayed a commit yet is
+    /// never read as if it had.
+    seen: Option<Arc<AtomicU64>>,
 }
 
 impl Live {
-    /// Starts the listener task on its own connection to `database_url`; it ends when `stop` turns true.
-    pub fn start(database_url: String, stop: watch::Receiver<bool>) -> Live {
-        let live = Live::default();
+    /// Starts the listener task on its own connection to the primary at `database_url`; it ends when `stop` turns
+    /// true. `replicas`: reads may go to replicas, so wake-ups carry WAL positions.
+    pub fn start(database_url: String, replicas: bool, stop: watch::Receiver<bool>) -> Live {
+        let live = Live { seen: replicas.then(Arc::default), ..Live::default() };
         tokio::spawn(listener::run(database_url, live.clone(), stop));
         live
+    }
+
+    fn tracks_positions(&self) -> bool {
+        self.seen.is_some()
+    }
+
+    fn saw(&self, position: Position) {
+        if let Some(seen) = &self.seen {
+            seen.fetch_max(position.0, Ordering::AcqRel);
+        }
+    }
+
+    /// The store live reads use: reading, on a replica, at least as far as the latest wake-up.
+    fn reader(&self, store: Store) -> Store {
+        match &self.seen {
+            Some(seen) => store.following(seen.clone()),
+            None => store,
+        }
     }
 
     /// Traces of a session or workflow with `seq` above `after`: the stored ones, then each as it commits.
     pub fn traces(&self, store: Store, follow: Follow, after: i64) -> ReceiverStream<trace::Model> {
         let signals = self.subscribe(follow.clone());
-        let source = traces::Traces::new(store, self.shared_reads.clone(), follow, after);
+        let source = traces::Traces::new(self.reader(store), self.shared_reads.clone(), follow, after);
         detach(catch_up::run(source, signals))
     }
 
@@ -88,6 +113,7 @@ impl Live {
         after: i64,
     ) -> ReceiverStream<event::Model> {
         let signals = self.subscribe(Follow::Session(session_id.clone()));
+        let store = self.reader(store);
         detach(catch_up::run(events::Events { store, session_id, types, cursor: after }, signals))
     }
 
@@ -95,6 +121,8 @@ impl Live {
     /// batch reaches.
     pub fn session_changes(&self, store: Store, follow: Follow, mark: String) -> ReceiverStream<ChangeBatch> {
         let signals = self.subscribe(follow.clone());
+        // Snapshot marks from one server cannot be compared with another's replay: the primary answers these.
+        let store = store.primary_only();
         detach(catch_up::run(session_changes::SessionChanges { store, follow, mark }, signals))
     }
 
@@ -107,6 +135,8 @@ impl Live {
         after: Option<RowMark>,
     ) -> ReceiverStream<session_state::StateUpdate> {
         let signals = self.subscribe(Follow::Session(session_id.clone()));
+        // A state read on a replica behind the previous read would step back: the primary answers these.
+        let store = store.primary_only();
         detach(catch_up::run(session_state::SessionState { store, session_id, mark: after, known: None }, signals))
     }
 

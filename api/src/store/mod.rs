@@ -11,6 +11,7 @@ pub mod import;
 pub mod ingest;
 pub mod live;
 pub mod notify;
+pub mod replicas;
 pub mod report;
 pub mod retention;
 pub mod scope;
@@ -30,7 +31,9 @@ use sqlx::postgres::{PgArguments, PgPoolOptions, PgRow};
 use sqlx::{Arguments, PgPool, Postgres};
 use tokio::sync::Semaphore;
 
+use replicas::{Position, Replicas};
 use scope::Scope;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 /// What can go wrong below the API. Mapped once to GraphQL error codes in `crate::error`.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -121,25 +124,38 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// policies (the `migration` crate).
 ///
 /// A store `scoped` to a limited caller reads on a second pool instead, whose connections see the `flowtrace_scoped`
-/// views first (see `scope`).
+/// views first (see `scope`). With `replicas`, reads (`all`, `all_serial`, `read_tx`) go to a replica that has
+/// replayed this store's `floor`, when there is one.
 #[derive(Clone)]
 pub struct Store {
+    /// The primary's pool this store uses: the plain one, or the scoped one for a limited caller.
     pool: PgPool,
+    primary: Pools,
     orm: DatabaseConnection,
     url: Arc<str>,
     /// Live subscriptions may hold at most half the pool, so a burst of wake-ups never starves ingest and queries.
     live_reads: Arc<Semaphore>,
-    /// Connections for limited callers, opened when one first reads.
-    scoped_pool: PgPool,
     /// Whose rows this store reads: everyone's when `None`.
     scope: Option<Arc<Scope>>,
+    replicas: Option<Arc<Replicas>>,
+    /// Reads must see at least this WAL position: the caller's own write, or what a wake-up announced.
+    floor: Option<Position>,
+    /// The latest position the listener has seen, raising `floor` for every read (live subscriptions).
+    following: Option<Arc<AtomicU64>>,
 }
 
-impl Store {
+/// The two pools of one server: for every-row reads and writes, and for limited callers (`scope`).
+#[derive(Clone)]
+pub(crate) struct Pools {
+    plain: PgPool,
+    scoped: PgPool,
+}
+
+impl Pools {
     /// Connects lazily: the server starts (and stays up) while the database is down, and requests fail fast.
-    pub fn connect_lazy(url: &str, max_connections: u32) -> StoreResult<Store> {
-        let pool = Self::pool_options(max_connections).connect_lazy(url)?;
-        let scoped_pool = Self::pool_options(max_connections)
+    fn connect_lazy(url: &str, max_connections: u32) -> StoreResult<Pools> {
+        let plain = pool_options(max_connections).connect_lazy(url)?;
+        let scoped = pool_options(max_connections)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     sqlx::raw_sql("SET search_path = flowtrace_scoped, public").execute(conn).await?;
@@ -147,34 +163,88 @@ impl Store {
                 })
             })
             .connect_lazy(url)?;
-        let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
-        let live_reads = Arc::new(Semaphore::new((max_connections as usize / 2).max(1)));
-        Ok(Store { pool, orm, url: url.into(), live_reads, scoped_pool, scope: None })
+        Ok(Pools { plain, scoped })
     }
 
-    fn pool_options(max_connections: u32) -> PgPoolOptions {
-        PgPoolOptions::new()
-            .max_connections(max_connections)
-            // Fail fast while the database is down: requests answer DATABASE_UNAVAILABLE instead of hanging.
-            .acquire_timeout(Duration::from_secs(5))
-            // sqlx checks every connection when it goes back to the pool; checking again on every acquire costs a
-            // round trip per request (70 µs of a 0.5 ms sessions page). Only a connection idle for a while, which the
-            // database may have dropped meanwhile, is checked before use.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for > Duration::from_secs(1) {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
+    async fn close(&self) {
+        self.scoped.close().await;
+        self.plain.close().await;
+    }
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        // Fail fast while the database is down: requests answer DATABASE_UNAVAILABLE instead of hanging.
+        .acquire_timeout(Duration::from_secs(5))
+        // sqlx checks every connection when it goes back to the pool; checking again on every acquire costs a
+        // round trip per request (70 µs of a 0.5 ms sessions page). Only a connection idle for a while, which the
+        // database may have dropped meanwhile, is checked before use.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > Duration::from_secs(1) {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
             })
+        })
+}
+
+impl Store {
+    /// Connects lazily: the server starts (and stays up) while the database is down, and requests fail fast.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> StoreResult<Store> {
+        let primary = Pools::connect_lazy(url, max_connections)?;
+        let orm = SqlxPostgresConnector::from_sqlx_postgres_pool(primary.plain.clone());
+        let live_reads = Arc::new(Semaphore::new((max_connections as usize / 2).max(1)));
+        Ok(Store {
+            pool: primary.plain.clone(),
+            primary,
+            orm,
+            url: url.into(),
+            live_reads,
+            scope: None,
+            replicas: None,
+            floor: None,
+            following: None,
+        })
+    }
+
+    /// This store reading from `replicas` where it can.
+    pub fn with_replicas(&self, replicas: Arc<Replicas>) -> Store {
+        Store { replicas: Some(replicas), ..self.clone() }
+    }
+
+    /// This store reading from the primary only (what webhooks and background jobs use).
+    pub fn primary_only(&self) -> Store {
+        Store { replicas: None, ..self.clone() }
+    }
+
+    pub fn replicas(&self) -> Option<&Replicas> {
+        self.replicas.as_deref()
+    }
+
+    /// This store for reads that must see everything up to `floor`.
+    pub fn at_least(&self, floor: Option<Position>) -> Store {
+        Store { floor: self.floor.max(floor), ..self.clone() }
+    }
+
+    /// This store for reads that must see everything up to the latest position `seen` holds when they start.
+    pub fn following(&self, seen: Arc<AtomicU64>) -> Store {
+        Store { following: Some(seen), ..self.clone() }
+    }
+
+    /// Where the primary's WAL ends now: at or after every commit so far. What a client passes back (`atLeast`) to
+    /// read its own writes from a replica.
+    pub async fn position(&self) -> StoreResult<Position> {
+        let text: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text").fetch_one(&self.pool).await?;
+        text.parse().map_err(StoreError::Internal)
     }
 
     /// This store for a caller who may see only `scope`'s rows (`None`: every row).
     pub fn scoped(&self, scope: Option<Arc<Scope>>) -> Store {
         let Some(scope) = scope else { return self.clone() };
-        Store { pool: self.scoped_pool.clone(), scope: Some(scope), ..self.clone() }
+        Store { pool: self.primary.scoped.clone(), scope: Some(scope), ..self.clone() }
     }
 
     /// The caller's scope, when it is limited.
@@ -185,6 +255,14 @@ impl Store {
     /// Refuses a limited caller an aggregate outside its granted workflows (`Scope::check_aggregate`).
     pub fn check_aggregate(&self, workflow_id: Option<&str>) -> StoreResult<()> {
         self.scope().map_or(Ok(()), |s| s.check_aggregate(workflow_id))
+    }
+
+    /// The pool a read runs on: a replica that has replayed the floor, else the primary.
+    async fn read_pool(&self) -> PgPool {
+        let Some(replicas) = &self.replicas else { return self.pool.clone() };
+        let seen = self.following.as_ref().map(|s| Position(s.load(AtomicOrdering::Acquire)));
+        let floor = self.floor.max(seen).filter(|p| p.0 > 0);
+        replicas.pick(floor, self.scope.is_some()).await.unwrap_or_else(|| self.pool.clone())
     }
 
     /// Waits until the database answers, for at most `timeout`.
@@ -203,10 +281,12 @@ impl Store {
         &self.pool
     }
 
-    /// Closes both pools, waiting for connections in use to come back.
+    /// Closes the pools, waiting for connections in use to come back.
     pub async fn close(&self) {
-        self.scoped_pool.close().await;
-        self.pool.close().await;
+        if let Some(replicas) = &self.replicas {
+            replicas.close().await;
+        }
+        self.primary.close().await;
     }
 
     pub fn orm(&self) -> &DatabaseConnection {
@@ -241,17 +321,18 @@ impl Store {
     }
 
     async fn all<M: Row>(&self, sql: Sql) -> StoreResult<Vec<M>> {
-        let Some(scope) = &self.scope else { return Ok(sql.query_as()?.fetch_all(&self.pool).await?) };
-        let mut tx = self.pool.begin().await?;
-        scope.apply(&mut tx).await?;
+        if self.scope.is_none() {
+            return Ok(sql.query_as()?.fetch_all(&self.read_pool().await).await?);
+        }
+        let mut tx = self.read_tx().await?;
         let rows = sql.query_as()?.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(rows)
     }
 
-    /// A transaction to read in, naming the caller when it is limited.
+    /// A transaction to read in (on a replica when one will do), naming the caller when it is limited.
     async fn read_tx(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.read_pool().await.begin().await?;
         if let Some(scope) = &self.scope {
             scope.apply(&mut tx).await?;
         }

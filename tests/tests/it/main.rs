@@ -29,6 +29,7 @@ mod process;
 mod queries;
 mod redaction;
 mod reliability;
+mod replicas;
 mod report;
 mod request_limits;
 mod schema;
