@@ -84,13 +84,24 @@ pub async fn subscribe(server: &Server, sse: bool, query: &str, variables: Value
     Ok(Box::pin(messages))
 }
 
-/// Runs the measurement and reports it under `section` ("live" or "slow"); `slow` adds the stalled subscribers.
+/// Runs the measurement and reports it under "live" or "slow"; `slow` adds the stalled subscribers.
 pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report, slow: bool) -> anyhow::Result<()> {
     let section = match (slow, sizes.sse) {
         (true, _) => "slow",
         (false, false) => "live",
         (false, true) => "live-sse",
     };
+    measure(server, sizes, report, slow, section).await
+}
+
+/// The measurement, reported under `section`.
+pub async fn measure(
+    server: &Server,
+    sizes: &Sizes,
+    report: &mut Report,
+    slow: bool,
+    section: &str,
+) -> anyhow::Result<()> {
     let stalled = if slow { crate::stalled::connect(server, sizes.subscribers.div_ceil(9)).await? } else { Vec::new() };
     let session_count = sizes.subscribers.div_ceil(sizes.viewers_per_session).max(1);
     let mut sessions = Vec::new();

@@ -9,6 +9,7 @@ mod ingest;
 mod live;
 mod reads;
 mod report;
+mod scale;
 mod server;
 mod stalled;
 mod state;
@@ -56,8 +57,9 @@ pub struct Args {
     #[arg(long)]
     pub import_traces: Option<usize>,
     /// Phases to run, comma-separated: ingest, reads, live, slow (live delivery while a tenth of the subscribers
-    /// have stopped reading), state (sessionState subscribers), import, export.
-    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live,slow,state,import,export")]
+    /// have stopped reading), state (sessionState subscribers), import, export, scale (a second process reading from
+    /// a streaming replica).
+    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live,slow,state,import,export,scale")]
     pub phases: Vec<String>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
@@ -131,6 +133,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if wanted("export") {
             export::run(&server, &sizes, &mut report).await?;
+        }
+        if wanted("scale") {
+            scale::run(&server, &sizes, &mut report).await?;
         }
         anyhow::Ok(())
     }

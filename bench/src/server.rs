@@ -19,6 +19,8 @@ pub struct Server {
     pub timescaledb: bool,
     child: tokio::process::Child,
     embedded: Option<EmbeddedPostgres>,
+    /// The first process's: `stop` closes the pool the others share.
+    owns_store: bool,
 }
 
 const DATABASE: &str = "flowtrace_bench";
@@ -49,35 +51,55 @@ impl Server {
         store.migrate_up().await?;
         let timescaledb = store.mode().await?.is_timescaledb();
 
-        let binary = flowtrace_binary()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = std::fs::File::create(std::env::temp_dir().join("flowtrace-bench-server.log"))?;
-        let child = tokio::process::Command::new(&binary)
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--no-migrate"])
-            .env("DATABASE_URL", &url)
-            .env("FLOWTRACE_DB_MAX_CONNECTIONS", "32")
-            .env("FLOWTRACE_MAX_WS_CONNECTIONS", "100000")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+        let child = spawn_process(&url, &[]).await?;
         let server = Server {
-            base: format!("http://127.0.0.1:{port}"),
+            base: child.0,
             url,
             store,
             http: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
             timescaledb,
-            child,
+            child: child.1,
             embedded,
+            owns_store: true,
         };
+        server.until_ready().await?;
+        Ok(server)
+    }
+
+    /// Another `flowtrace` process on the same database, with extra environment variables.
+    pub async fn another_process(&self, env: &[(&str, String)]) -> anyhow::Result<Server> {
+        let (base, child) = spawn_process(&self.url, env).await?;
+        let server = Server {
+            base,
+            url: self.url.clone(),
+            store: self.store.clone(),
+            http: self.http.clone(),
+            timescaledb: self.timescaledb,
+            child,
+            embedded: None,
+            owns_store: false,
+        };
+        server.until_ready().await?;
+        Ok(server)
+    }
+
+    /// A hot standby of the embedded cluster (none with --database-url): its URL of the bench database.
+    pub async fn start_replica(&self) -> anyhow::Result<Option<String>> {
+        let Some(pg) = &self.embedded else { return Ok(None) };
+        let dir = std::env::temp_dir().join(format!("flowtrace-bench-{}-replica", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let replica = pg.start_replica(&dir).await?;
+        replica.stop_when_process_exits(std::process::id(), true)?;
+        Ok(Some(replica.url(DATABASE)))
+    }
+
+    async fn until_ready(&self) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
-            if let Ok(res) = server.http.get(format!("{}/readyz", server.base)).send().await
+            if let Ok(res) = self.http.get(format!("{}/readyz", self.base)).send().await
                 && res.status().is_success()
             {
-                break;
+                return Ok(());
             }
             if started.elapsed() > Duration::from_secs(60) {
                 bail!(
@@ -87,7 +109,6 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(server)
     }
 
     pub async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
@@ -164,11 +185,38 @@ impl Server {
             let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
-        self.store.pool().close().await;
+        if self.owns_store {
+            self.store.pool().close().await;
+        }
         if let Some(pg) = self.embedded.take() {
             let _ = pg.stop().await;
         }
     }
+}
+
+/// Starts the release `flowtrace` on a free port; returns its base URL and the child.
+async fn spawn_process(url: &str, env: &[(&str, String)]) -> anyhow::Result<(String, tokio::process::Child)> {
+    let binary = flowtrace_binary()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(std::env::temp_dir().join("flowtrace-bench-server.log"))?;
+    let mut command = tokio::process::Command::new(&binary);
+    command
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--no-migrate"])
+        .env("DATABASE_URL", url)
+        .env("FLOWTRACE_DB_MAX_CONNECTIONS", "32")
+        .env("FLOWTRACE_MAX_WS_CONNECTIONS", "100000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let child = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
+    Ok((format!("http://127.0.0.1:{port}"), child))
 }
 
 pub fn flowtrace_binary() -> anyhow::Result<PathBuf> {
