@@ -134,8 +134,9 @@ pub fn keyset<K: CursorKey>(sql: &mut Sql, columns: (&str, &str), page: &Page<K>
     }
     let descending = newest_first != page.from_end;
     let dir = if descending { "DESC" } else { "ASC" };
-    let limit = sql.bind(page.limit as i64 + 1);
-    sql.push(&format!(" ORDER BY {a} {dir}, {b} {dir} LIMIT {limit}"));
+    // The limit is written into the text, not bound: with `LIMIT $n` the planner cannot see how few rows are wanted
+    // and plans each chunk's scan for all of them. It is our number (the checked page size), and page sizes are few.
+    sql.push(&format!(" ORDER BY {a} {dir}, {b} {dir} LIMIT {}", page.limit + 1));
 }
 
 /// Trims the extra row fetched to learn whether more exist, and restores natural order for `last` pages.
