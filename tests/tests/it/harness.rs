@@ -239,6 +239,16 @@ impl TestApp {
         TestClient { base: self.base.clone(), http: self.http.clone() }.gql(query, variables).await
     }
 
+    /// POSTs a whole GraphQL request body (with `extensions`, say), as `authorization` when given; returns the
+    /// response body.
+    pub async fn post(&self, body: Value, authorization: Option<&str>) -> Value {
+        let mut req = self.http.post(format!("{}/graphql", self.base)).json(&body);
+        if let Some(authorization) = authorization {
+            req = req.header("Authorization", authorization);
+        }
+        req.send().await.expect("sent").json().await.expect("a JSON response")
+    }
+
     /// `data` of a request that must succeed.
     pub async fn ok(&self, query: &str, variables: Value) -> Value {
         let body = self.gql(query, variables).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use flowtrace::auth::AuthArgs;
 use flowtrace::config::ServeArgs;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::harness::{Kind, TestApp, test_db};
 use crate::jwks::{ISSUER, KeyServer, jwks, token};
@@ -122,14 +122,6 @@ async fn a_subscription_ends_when_the_jwks_withdraws_the_key_that_signed_its_tok
     // The token of a key still in the set keeps its subscription, and a new request with the withdrawn key's
     // token is refused.
     survivor.assert_quiet(Duration::from_millis(1500)).await;
-    let req = app.http.post(format!("{}/graphql", app.base)).header("Authorization", format!("Bearer {withdrawn}"));
-    let body: Value = req
-        .json(&json!({ "query": "{ sessions { totalCount } }" }))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let body = app.post(json!({ "query": "{ sessions { totalCount } }" }), Some(&format!("Bearer {withdrawn}"))).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{body}");
 }

@@ -81,15 +81,8 @@ struct Caller<'a> {
 
 impl Caller<'_> {
     async fn body(&self, query: &str, variables: Value) -> Value {
-        let req = self.app.http.post(format!("{}/graphql", self.app.base));
-        let req = req.header("Authorization", format!("Bearer {}", self.token));
-        req.json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json")
+        let authorization = format!("Bearer {}", self.token);
+        self.app.post(json!({ "query": query, "variables": variables }), Some(&authorization)).await
     }
 
     async fn data(&self, query: &str, variables: Value) -> Value {
