@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::{Pools, StoreResult};
 
@@ -67,6 +67,11 @@ struct Replica {
     name: String,
     pools: Pools,
     state: RwLock<ReplicaState>,
+    /// The furthest replay position seen; reads waiting for a position watch it.
+    replayed: watch::Sender<Position>,
+    /// Reads waiting for this replica to replay further: while there are any, one task asks it often.
+    waiting: AtomicUsize,
+    wake: Notify,
 }
 
 impl Replica {
@@ -76,6 +81,40 @@ impl Replica {
 
     fn update(&self, f: impl FnOnce(&mut ReplicaState)) {
         f(&mut self.state.write().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn saw(&self, replay: Position) {
+        self.replayed.send_if_modified(|held| {
+            let further = replay > *held;
+            *held = (*held).max(replay);
+            further
+        });
+    }
+
+    /// Asks where its replay is every `WAIT_STEP` while reads wait for it, for all of them at once.
+    async fn follow_replay(&self) {
+        loop {
+            if self.waiting.load(Ordering::Acquire) == 0 {
+                let woken = self.wake.notified();
+                if self.waiting.load(Ordering::Acquire) == 0 {
+                    woken.await;
+                }
+            }
+            if let Ok(replay) = self.replay().await {
+                self.saw(replay);
+            }
+            tokio::time::sleep(WAIT_STEP).await;
+        }
+    }
+
+    /// Waits until it has replayed `floor`, for at most `wait`.
+    async fn reached(&self, floor: Position, wait: Duration) -> bool {
+        let mut replayed = self.replayed.subscribe();
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_one();
+        let reached = tokio::time::timeout(wait, replayed.wait_for(|p| *p >= floor)).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        matches!(reached, Ok(Ok(_)))
     }
 
     /// Where its replay is now.
@@ -115,6 +154,9 @@ impl Replicas {
                     name: display_name(url),
                     pools: Pools::connect_lazy(url, max_connections)?,
                     state: RwLock::default(),
+                    replayed: watch::Sender::new(Position::default()),
+                    waiting: AtomicUsize::new(0),
+                    wake: Notify::new(),
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -138,20 +180,20 @@ impl Replicas {
         let pool = |r: &Replica| if scoped { r.pools.scoped.clone() } else { r.pools.plain.clone() };
         let in_rotation: Vec<&Replica> = order.into_iter().filter(|r| r.state().in_rotation).collect();
         let Some(floor) = floor else { return in_rotation.first().map(|r| pool(r)) };
-        if let Some(r) = in_rotation.iter().find(|r| r.state().replay.is_some_and(|p| p >= floor)) {
+        if let Some(r) = in_rotation.iter().find(|r| *r.replayed.borrow() >= floor) {
             return Some(pool(r));
         }
-        let deadline = Instant::now() + self.wait;
-        while !in_rotation.is_empty() && Instant::now() < deadline {
-            for r in &in_rotation {
-                if let Ok(replay) = r.replay().await {
-                    r.update(|s| s.replay = s.replay.max(Some(replay)));
-                    if replay >= floor {
-                        return Some(pool(r));
-                    }
+        if !in_rotation.is_empty() {
+            let waits =
+                in_rotation.iter().map(|r| Box::pin(async move { r.reached(floor, self.wait).await.then_some(*r) }));
+            let mut waits: Vec<_> = waits.collect();
+            while !waits.is_empty() {
+                let (reached, _, rest) = futures::future::select_all(waits).await;
+                if let Some(r) = reached {
+                    return Some(pool(r));
                 }
+                waits = rest;
             }
-            tokio::time::sleep(WAIT_STEP).await;
         }
         metrics::counter!("flowtrace_replica_reads_on_primary_total").increment(1);
         None
@@ -160,6 +202,15 @@ impl Replicas {
     /// Checks every replica against the primary until `stop`: in the rotation while its replay is no further behind
     /// than the primary's position `max_lag` ago.
     pub async fn monitor(self: Arc<Self>, primary: PgPool, mut stop: watch::Receiver<bool>) {
+        for i in 0..self.members.len() {
+            let (replicas, mut stop) = (self.clone(), stop.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = replicas.members[i].follow_replay() => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            });
+        }
         // The primary's recent positions, oldest first: where it was `max_lag` ago is the bar.
         let mut history: VecDeque<(Instant, Position)> = VecDeque::new();
         loop {
@@ -181,6 +232,7 @@ impl Replicas {
                 replica.update(|s| {
                     match &replay {
                         Ok(replay) => {
+                            replica.saw(*replay);
                             s.replay = Some(*replay);
                             s.lag_bytes = position.map(|p| p.0.saturating_sub(replay.0));
                             s.in_rotation = bar.is_some_and(|bar| *replay >= bar);
