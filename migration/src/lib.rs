@@ -15,6 +15,8 @@ mod m20261130_000008_webhooks;
 mod m20261202_000009_text_ids;
 mod m20261203_000010_edge_stats;
 mod m20261203_000011_aggregate_refreshes;
+mod m20261203_000012_duration_histograms;
+pub mod histogram;
 pub mod mode;
 pub mod policies;
 
@@ -39,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_text_ids::Migration),
             Box::new(m20261203_000010_edge_stats::Migration),
             Box::new(m20261203_000011_aggregate_refreshes::Migration),
+            Box::new(m20261203_000012_duration_histograms::Migration),
         ]
     }
 }

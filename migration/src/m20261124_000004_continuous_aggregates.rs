@@ -12,9 +12,10 @@ use crate::{mode, run_all};
 pub struct Migration;
 
 /// Duration of an ended session in milliseconds.
-const SESSION_MS: &str = "(EXTRACT(EPOCH FROM (end_time - start_time)) * 1000)::double precision";
+pub(crate) const SESSION_MS: &str = "(EXTRACT(EPOCH FROM (end_time - start_time)) * 1000)::double precision";
 
-fn session_stats_hourly(bucket: &str) -> String {
+/// `extra` adds columns (a later migration's), each with its leading comma.
+pub(crate) fn session_stats_hourly(bucket: &str, extra: &str) -> String {
     format!(
         "SELECT {bucket} AS bucket, workflow_id,
             count(*) AS sessions,
@@ -28,13 +29,13 @@ fn session_stats_hourly(bucket: &str) -> String {
             min({SESSION_MS}) AS min_duration,
             max({SESSION_MS}) AS max_duration,
             sum(total_traces)::bigint AS total_traces,
-            sum(error_count)::bigint AS error_count
+            sum(error_count)::bigint AS error_count{extra}
         FROM flow_trace_sessions
         GROUP BY {bucket}, workflow_id"
     )
 }
 
-fn session_stats_daily(bucket: &str) -> String {
+pub(crate) fn session_stats_daily(bucket: &str) -> String {
     format!(
         "SELECT {bucket} AS bucket, workflow_id,
             sum(sessions)::bigint AS sessions,
@@ -83,7 +84,7 @@ impl MigrationTrait for Migration {
                 )
             };
             vec![
-                cagg("session_stats_hourly", session_stats_hourly("time_bucket(INTERVAL '1 hour', start_time)")),
+                cagg("session_stats_hourly", session_stats_hourly("time_bucket(INTERVAL '1 hour', start_time)", "")),
                 cagg("session_stats_daily", session_stats_daily("time_bucket(INTERVAL '1 day', bucket)")),
                 cagg("node_performance_hourly", node_performance_hourly("time_bucket(INTERVAL '1 hour', timestamp)")),
             ]
@@ -91,7 +92,7 @@ impl MigrationTrait for Migration {
             vec![
                 format!(
                     "CREATE OR REPLACE VIEW session_stats_hourly AS {}",
-                    session_stats_hourly("date_trunc('hour', start_time, 'UTC')")
+                    session_stats_hourly("date_trunc('hour', start_time, 'UTC')", "")
                 ),
                 format!(
                     "CREATE OR REPLACE VIEW session_stats_daily AS {}",

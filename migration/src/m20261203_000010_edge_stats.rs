@@ -15,7 +15,8 @@ use crate::{mode, run_all};
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-fn edge_stats_hourly(bucket: &str) -> String {
+/// `extra` adds columns (a later migration's), each with its leading comma.
+pub(crate) fn edge_stats_hourly(bucket: &str, extra: &str) -> String {
     format!(
         "SELECT {bucket} AS bucket, workflow_id, source_node_id, source_port_id, target_node_id, target_port_id,
             count(*) AS trace_count,
@@ -23,14 +24,14 @@ fn edge_stats_hourly(bucket: &str) -> String {
             sum(duration) AS duration_sum,
             count(duration) AS duration_count,
             max(duration) AS max_duration,
-            COALESCE(sum(data_size), 0)::bigint AS total_data_size
+            COALESCE(sum(data_size), 0)::bigint AS total_data_size{extra}
         FROM flow_traces
         GROUP BY {bucket}, workflow_id, source_node_id, source_port_id, target_node_id, target_port_id"
     )
 }
 
 /// The columns `node_performance_hourly` always had, now computed from the edges.
-const NODE_PERFORMANCE: &str = "CREATE VIEW node_performance_hourly AS
+pub(crate) const NODE_PERFORMANCE: &str = "CREATE VIEW node_performance_hourly AS
     SELECT bucket, workflow_id, node_id,
         sum(received)::bigint AS trace_count,
         sum(failed)::bigint AS error_count,
@@ -56,7 +57,7 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let conn = manager.get_connection();
         if mode::timescaledb_created(conn).await? {
-            let edges = edge_stats_hourly("time_bucket(INTERVAL '1 hour', timestamp)");
+            let edges = edge_stats_hourly("time_bucket(INTERVAL '1 hour', timestamp)", "");
             run_all(
                 manager,
                 &[
@@ -74,7 +75,7 @@ impl MigrationTrait for Migration {
             Policies::default().apply(conn).await?;
             Ok(())
         } else {
-            let edges = edge_stats_hourly("date_trunc('hour', timestamp, 'UTC')");
+            let edges = edge_stats_hourly("date_trunc('hour', timestamp, 'UTC')", "");
             run_all(
                 manager,
                 &[

@@ -4,6 +4,8 @@
 pub mod analytics;
 pub mod arguments;
 pub mod batch;
+pub mod compare;
+pub mod dependency_graph;
 pub mod events;
 pub mod gate;
 pub mod health;
@@ -32,6 +34,8 @@ pub struct Query(
     time_travel::TimeTravelQuery,
     analytics::AnalyticsQuery,
     report::ReportQuery,
+    dependency_graph::DependencyGraphQuery,
+    compare::CompareQuery,
     health::HealthQuery,
     health::StorageQuery,
 );
