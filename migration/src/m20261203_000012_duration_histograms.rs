@@ -55,10 +55,25 @@ async fn rebuild(manager: &SchemaManager<'_>, histograms: bool) -> Result<(), Db
         create("session_stats_hourly", session_stats_hourly(&hour.replace("{t}", "start_time"), &column(SESSION_MS))),
         create("session_stats_daily", session_stats_daily(day)),
     ]);
+    // Dropping an aggregate dropped its refresh policy. Added here with its first run one interval away: a policy
+    // added without one runs at once, and the aggregates need no refresh to be exact (real-time aggregation covers
+    // what was never materialised). `apply` then finds them as configured.
+    let policies = Policies::default();
+    if timescaledb {
+        for a in &policies.aggregates {
+            statements.push(format!(
+                "SELECT add_continuous_aggregate_policy('{}', start_offset => INTERVAL '{}', end_offset => INTERVAL '{}',
+                    schedule_interval => INTERVAL '{every}', initial_start => now() + INTERVAL '{every}')",
+                a.view,
+                a.start_offset,
+                a.end_offset,
+                every = policies.refresh_every
+            ));
+        }
+    }
     let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
     run_all(manager, &statements).await?;
-    // Dropping an aggregate dropped its refresh policy.
-    Policies::default().apply(conn).await?;
+    policies.apply(conn).await?;
     Ok(())
 }
 
