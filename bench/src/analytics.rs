@@ -34,8 +34,9 @@ pub async fn run(server: &Server, data: &Dataset, runs: usize, report: &mut Repo
     .await?;
     add_comparison(report, "workflowAnalytics (11 days)", result);
 
-    let q = "query($w: String!, $from: DateTime!, $to: DateTime!) { dependencyGraph(workflowId: $w, from: $from, to: $to) {
-        edges { sourceNodeId targetNodeId traceCount errorRate duration { p50 p95 } } nodes { nodeId inputCount } } }";
+    let q =
+        "query($w: String!, $from: DateTime!, $to: DateTime!) { dependencyGraph(workflowId: $w, from: $from, to: $to) {
+        edges { edge { sourceNodeId targetNodeId } traceCount errorRate duration { p50 p95 } } nodes { nodeId inputCount } } }";
     let result = compare(
         runs,
         |i| async move { server.read(q, json!({ "w": workflow(i), "from": from, "to": to })).await },
@@ -44,16 +45,18 @@ pub async fn run(server: &Server, data: &Dataset, runs: usize, report: &mut Repo
     .await?;
     add_comparison(report, "dependencyGraph (11 days)", result);
 
-    let q = "query($w: String, $from: DateTime!, $to: DateTime!) { nodePerformance(workflowId: $w, from: $from, to: $to) {
+    let q =
+        "query($w: String, $from: DateTime!, $to: DateTime!) { nodePerformance(workflowId: $w, from: $from, to: $to) {
         bucket nodeId traceCount avgDuration percentiles { p50 p95 p99 } } }";
-    let result = compare(
-        runs,
-        |i| async move { server.read(q, json!({ "w": workflow(i), "from": from, "to": to })).await },
-        |i| async move {
-            store.node_performance(Some(&workflow(i)), None, from, to).await.map(|_| ()).map_err(Into::into)
-        },
-    )
-    .await?;
+    let result =
+        compare(
+            runs,
+            |i| async move { server.read(q, json!({ "w": workflow(i), "from": from, "to": to })).await },
+            |i| async move {
+                store.node_performance(Some(&workflow(i)), None, from, to).await.map(|_| ()).map_err(Into::into)
+            },
+        )
+        .await?;
     add_comparison(report, "nodePerformance with percentiles (11 days)", result);
 
     // Sessions k and k + 10 share a workflow.
@@ -62,7 +65,7 @@ pub async fn run(server: &Server, data: &Dataset, runs: usize, report: &mut Repo
         (data.sessions[k].0.clone(), data.sessions[(k + 10) % data.sessions.len()].0.clone())
     };
     let q = "query($a: ID!, $b: ID!) { compareSessions(a: $a, b: $b) {
-        nodes { nodeId differs } edges { differs } firstDivergence { nodeId index } } }";
+        nodes { key differs } edges { differs } firstDivergence { nodeId index } } }";
     let result = compare(
         runs,
         |i| async move {

@@ -84,7 +84,11 @@ async fn generate(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow
 }
 
 /// Runs `api` and `direct` alternately `runs` times; returns (api p50, api p99, direct p50, direct p99) in ms.
-pub(crate) async fn compare<A, D, FA, FD>(runs: usize, mut api: A, mut direct: D) -> anyhow::Result<(f64, f64, f64, f64)>
+pub(crate) async fn compare<A, D, FA, FD>(
+    runs: usize,
+    mut api: A,
+    mut direct: D,
+) -> anyhow::Result<(f64, f64, f64, f64)>
 where
     A: FnMut(usize) -> FA,
     D: FnMut(usize) -> FD,

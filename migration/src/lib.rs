@@ -4,6 +4,7 @@
 
 pub use sea_orm_migration::prelude::*;
 
+pub mod histogram;
 mod m20261124_000001_create_sessions;
 mod m20261124_000002_create_traces;
 mod m20261124_000003_create_events;
@@ -16,7 +17,6 @@ mod m20261202_000009_text_ids;
 mod m20261203_000010_edge_stats;
 mod m20261203_000011_aggregate_refreshes;
 mod m20261203_000012_duration_histograms;
-pub mod histogram;
 pub mod mode;
 pub mod policies;
 

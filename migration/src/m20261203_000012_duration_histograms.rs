@@ -22,7 +22,12 @@ async fn rebuild(manager: &SchemaManager<'_>, histograms: bool) -> Result<(), Db
     let conn = manager.get_connection();
     let timescaledb = mode::timescaledb_created(conn).await?;
     let (kind, aggregate, hour, day) = if timescaledb {
-        ("MATERIALIZED VIEW", "histogram", "time_bucket(INTERVAL '1 hour', {t})", "time_bucket(INTERVAL '1 day', bucket)")
+        (
+            "MATERIALIZED VIEW",
+            "histogram",
+            "time_bucket(INTERVAL '1 hour', {t})",
+            "time_bucket(INTERVAL '1 day', bucket)",
+        )
     } else {
         ("VIEW", "flowtrace_histogram", "date_trunc('hour', {t}, 'UTC')", "date_trunc('day', bucket, 'UTC')")
     };

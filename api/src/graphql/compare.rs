@@ -1,13 +1,14 @@
 //! `compareSessions`: two runs lined up by node and edge, with the first point where they diverge.
 
-use async_graphql::{Context, ID, Object, SimpleObject};
+use async_graphql::{Context, ID, Object, OutputType, SimpleObject};
 
+use super::dependency_graph::Edge;
 use super::sessions::Session;
 use super::time_travel::NodeStatus;
 use super::{id_arg, store};
 use crate::domain::TraceStatus;
 use crate::error::Gql;
-use crate::store::compare::{self, EdgeKey, EdgeRun, Line, NodeRun, Step};
+use crate::store::compare::{self, EdgeRun, Line, NodeRun, Step};
 
 /// A node in one run.
 #[derive(SimpleObject)]
@@ -63,54 +64,33 @@ impl From<EdgeRun> for EdgeRunStats {
     }
 }
 
-/// One node in both runs.
+/// One node or edge in both runs.
 #[derive(SimpleObject)]
-pub struct NodeComparison {
-    /// The node.
-    pub node_id: String,
+#[graphql(concrete(name = "NodeComparison", params(String, NodeRunStats)))]
+#[graphql(concrete(name = "EdgeComparison", params(Edge, EdgeRunStats)))]
+pub struct Compared<K: OutputType, R: OutputType> {
+    /// The node's id, or the edge.
+    pub key: K,
     /// In run `a`; null when it is not in it.
-    pub a: Option<NodeRunStats>,
+    pub a: Option<R>,
     /// In run `b`; null when it is not in it.
-    pub b: Option<NodeRunStats>,
-    /// It is in one run only, or its counts, errors or status differ (durations are not compared).
+    pub b: Option<R>,
+    /// It is in one run only, or its trace and error counts (and a node's status) differ; durations are shown, not
+    /// compared.
     pub differs: bool,
 }
 
-/// The edge a trace went along.
-#[derive(SimpleObject, Clone)]
-pub struct Edge {
-    /// The emitting node.
-    pub source_node_id: String,
-    /// Its port.
-    pub source_port_id: Option<String>,
-    /// The receiving node.
-    pub target_node_id: String,
-    /// Its port.
-    pub target_port_id: Option<String>,
-}
-
-impl From<EdgeKey> for Edge {
-    fn from(k: EdgeKey) -> Self {
-        Edge {
-            source_node_id: k.source_node_id,
-            source_port_id: k.source_port_id,
-            target_node_id: k.target_node_id,
-            target_port_id: k.target_port_id,
-        }
+impl<K, R> Compared<K, R>
+where
+    K: OutputType,
+    R: OutputType,
+{
+    fn lines<T: Into<K>, S: Into<R>>(lines: Vec<Line<T, S>>) -> Vec<Self> {
+        lines
+            .into_iter()
+            .map(|l| Compared { key: l.key.into(), a: l.a.map(Into::into), b: l.b.map(Into::into), differs: l.differs })
+            .collect()
     }
-}
-
-/// One edge in both runs.
-#[derive(SimpleObject)]
-pub struct EdgeComparison {
-    /// The edge.
-    pub edge: Edge,
-    /// In run `a`; null when it is not in it.
-    pub a: Option<EdgeRunStats>,
-    /// In run `b`; null when it is not in it.
-    pub b: Option<EdgeRunStats>,
-    /// It is in one run only, or its trace or error counts differ (durations are not compared).
-    pub differs: bool,
 }
 
 /// A trace as a sequence compares it.
@@ -150,15 +130,11 @@ pub struct SessionComparison {
     /// Run `b`.
     pub b: Session,
     /// Every node of either run, in order of first appearance (in `a`, then those only in `b`).
-    pub nodes: Vec<NodeComparison>,
+    pub nodes: Vec<Compared<String, NodeRunStats>>,
     /// Every edge of either run, by source node and port, then target node and port.
-    pub edges: Vec<EdgeComparison>,
+    pub edges: Vec<Compared<Edge, EdgeRunStats>>,
     /// The first divergence; null when the runs are alike.
     pub first_divergence: Option<Divergence>,
-}
-
-fn lines<K, R, T: From<R>, L>(lines: Vec<Line<K, R>>, make: impl Fn(K, Option<T>, Option<T>, bool) -> L) -> Vec<L> {
-    lines.into_iter().map(|l| make(l.key, l.a.map(Into::into), l.b.map(Into::into), l.differs)).collect()
 }
 
 #[derive(Default)]
@@ -176,8 +152,8 @@ impl CompareQuery {
         Ok(SessionComparison {
             a: Session(c.a),
             b: Session(c.b),
-            nodes: lines(c.nodes, |node_id, a, b, differs| NodeComparison { node_id, a, b, differs }),
-            edges: lines(c.edges, |k, a, b, differs| EdgeComparison { edge: k.into(), a, b, differs }),
+            nodes: Compared::lines(c.nodes),
+            edges: Compared::lines(c.edges),
             first_divergence: c.first_divergence.map(|d| Divergence {
                 node_id: d.node_id,
                 index: d.index as i64,

@@ -6,20 +6,38 @@ use chrono::{DateTime, Utc};
 use super::analytics::DurationPercentiles;
 use super::store;
 use crate::error::Gql;
-use crate::store::dependency_graph::{self, EdgeRow};
+use crate::store::dependency_graph::{self, EdgeKey, EdgeRow};
 use crate::store::percentiles::Percentiles;
 
-/// An observed edge: traces from a node's port to another node's port.
-#[derive(SimpleObject)]
-pub struct GraphEdge {
+/// The edge a trace went along.
+#[derive(SimpleObject, Clone)]
+pub struct Edge {
     /// The emitting node.
     pub source_node_id: String,
-    /// Its port; null when the traces named none.
+    /// Its port.
     pub source_port_id: Option<String>,
     /// The receiving node.
     pub target_node_id: String,
-    /// Its port; null when the traces named none.
+    /// Its port.
     pub target_port_id: Option<String>,
+}
+
+impl From<EdgeKey> for Edge {
+    fn from(k: EdgeKey) -> Self {
+        Edge {
+            source_node_id: k.source_node_id,
+            source_port_id: k.source_port_id,
+            target_node_id: k.target_node_id,
+            target_port_id: k.target_port_id,
+        }
+    }
+}
+
+/// An observed edge with what went along it.
+#[derive(SimpleObject)]
+pub struct GraphEdge {
+    /// The edge.
+    pub edge: Edge,
     /// Traces along the edge.
     pub trace_count: i64,
     /// Of those, status ERROR.
@@ -36,10 +54,7 @@ impl GraphEdge {
     fn new(e: EdgeRow, p: Percentiles) -> Self {
         GraphEdge {
             error_rate: if e.trace_count > 0 { e.error_count as f64 / e.trace_count as f64 } else { 0.0 },
-            source_node_id: e.source_node_id,
-            source_port_id: e.source_port_id,
-            target_node_id: e.target_node_id,
-            target_port_id: e.target_port_id,
+            edge: e.edge.into(),
             trace_count: e.trace_count,
             error_count: e.error_count,
             total_data_size: e.total_data_size,

@@ -9,20 +9,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use entity::session;
 
+pub use super::dependency_graph::EdgeKey;
 use super::time_travel::{AsOf, NodeStatus};
 use super::{Sql, Store, StoreError, StoreResult};
 use crate::domain::TraceStatus;
 
 /// The most traces a compared session may have.
 pub const MAX_COMPARED_TRACES: i64 = 100_000;
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, sqlx::FromRow)]
-pub struct EdgeKey {
-    pub source_node_id: String,
-    pub source_port_id: Option<String>,
-    pub target_node_id: String,
-    pub target_port_id: Option<String>,
-}
 
 /// One trace as the comparison sees it.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
@@ -122,8 +115,8 @@ pub fn first_divergence(a: &[Step], b: &[Step]) -> Option<Divergence> {
     let same = |x: &Step, y: &Step| x.edge == y.edge && x.status == y.status;
     for node in node_order(a.iter().chain(b)) {
         let (sa, sb) = (sequence(a, node), sequence(b, node));
-        let index = (0..sa.len().max(sb.len()))
-            .find(|&i| !matches!((sa.get(i), sb.get(i)), (Some(x), Some(y)) if same(x, y)));
+        let index =
+            (0..sa.len().max(sb.len())).find(|&i| !matches!((sa.get(i), sb.get(i)), (Some(x), Some(y)) if same(x, y)));
         if let Some(index) = index {
             let at = |s: &[&Step]| s.get(index).map(|&s| s.clone());
             return Some(Divergence { node_id: node.to_owned(), index, a: at(&sa), b: at(&sb) });

@@ -13,12 +13,19 @@ use super::{Sql, Store, StoreError, StoreResult};
 /// The most edges a graph lists: more is no graph a client can draw.
 pub const MAX_EDGES: i64 = 10_000;
 
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
-pub struct EdgeRow {
+/// An edge: traces from a node's port to another node's port (a port is null when the traces named none).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, sqlx::FromRow)]
+pub struct EdgeKey {
     pub source_node_id: String,
     pub source_port_id: Option<String>,
     pub target_node_id: String,
     pub target_port_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct EdgeRow {
+    #[sqlx(flatten)]
+    pub edge: EdgeKey,
     pub trace_count: i64,
     pub error_count: i64,
     pub total_data_size: i64,
@@ -51,10 +58,8 @@ pub struct DependencyGraph {
 fn nodes_of(edges: &[(EdgeRow, Percentiles)]) -> Vec<GraphNode> {
     let mut nodes: BTreeMap<&str, GraphNode> = BTreeMap::new();
     for (e, _) in edges {
-        for (id, received) in [(&e.source_node_id, false), (&e.target_node_id, true)] {
-            let n = nodes
-                .entry(id)
-                .or_insert_with(|| GraphNode { node_id: id.clone(), ..GraphNode::default() });
+        for (id, received) in [(&e.edge.source_node_id, false), (&e.edge.target_node_id, true)] {
+            let n = nodes.entry(id).or_insert_with(|| GraphNode { node_id: id.clone(), ..GraphNode::default() });
             if received {
                 n.inputs += e.trace_count;
                 n.bytes_in += e.total_data_size;

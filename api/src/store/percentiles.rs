@@ -89,7 +89,13 @@ mod tests {
         let (lo, hi) = (MIN_MS.ln(), migration::histogram::MAX_MS.ln());
         for d in durations {
             let x = d.max(MIN_MS / 10.0).ln();
-            let b = if x < lo { 0 } else if x >= hi { BUCKETS + 1 } else { ((x - lo) / (hi - lo) * f64::from(BUCKETS)) as i32 + 1 };
+            let b = if x < lo {
+                0
+            } else if x >= hi {
+                BUCKETS + 1
+            } else {
+                ((x - lo) / (hi - lo) * f64::from(BUCKETS)) as i32 + 1
+            };
             h[b as usize] += 1;
         }
         h
@@ -125,7 +131,10 @@ mod tests {
     fn ranges_longer_than_the_bound_are_refused() {
         let from = chrono::Utc::now();
         assert!(check_long_range(from, from + TimeDelta::days(MAX_RANGE_DAYS)).is_ok());
-        assert!(matches!(check_long_range(from, from + TimeDelta::days(MAX_RANGE_DAYS + 1)), Err(StoreError::BadInput(_))));
+        assert!(matches!(
+            check_long_range(from, from + TimeDelta::days(MAX_RANGE_DAYS + 1)),
+            Err(StoreError::BadInput(_))
+        ));
         assert!(matches!(check_long_range(from, from - TimeDelta::seconds(1)), Err(StoreError::BadInput(_))));
     }
 }

@@ -10,19 +10,24 @@ use crate::harness::{Kind, TestApp, try_test_db};
 
 const COMPARE: &str = "query($a: ID!, $b: ID!) { compareSessions(a: $a, b: $b) {
     a { id } b { id }
-    nodes { nodeId differs
+    nodes { key differs
         a { inputCount outputCount errorCount totalDuration avgDuration status }
         b { inputCount outputCount errorCount totalDuration avgDuration status } }
-    edges { edge { sourceNodeId sourcePortId targetNodeId targetPortId } differs
+    edges { key { sourceNodeId sourcePortId targetNodeId targetPortId } differs
         a { traceCount errorCount totalDuration avgDuration } b { traceCount errorCount totalDuration avgDuration } }
     firstDivergence { nodeId index a { edge { sourceNodeId targetNodeId } status } b { edge { sourceNodeId targetNodeId } status } } } }";
-const STATE: &str = "query($s: ID!, $at: DateTime!) { sessionStateAt(sessionId: $s, at: $at) { nodes { nodeId status } } }";
+const STATE: &str =
+    "query($s: ID!, $at: DateTime!) { sessionStateAt(sessionId: $s, at: $at) { nodes { nodeId status } } }";
 
 /// (source, target, status, duration)
 type Step = (&'static str, &'static str, &'static str, f64);
 
-const RUN_A: [Step; 4] =
-    [("start", "x", "SUCCESS", 1.0), ("x", "y", "SUCCESS", 2.0), ("y", "z", "SUCCESS", 3.0), ("x", "y", "SUCCESS", 4.0)];
+const RUN_A: [Step; 4] = [
+    ("start", "x", "SUCCESS", 1.0),
+    ("x", "y", "SUCCESS", 2.0),
+    ("y", "z", "SUCCESS", 3.0),
+    ("x", "y", "SUCCESS", 4.0),
+];
 const RUN_B: [Step; 5] = [
     ("start", "x", "SUCCESS", 1.5),
     ("x", "y", "SUCCESS", 2.5),
@@ -113,7 +118,7 @@ async fn expected(app: &TestApp, (a, ra): (uuid::Uuid, &[Step]), (b, rb): (uuid:
             let (x, y) = (node_stats(ra, n, &sa), node_stats(rb, n, &sb));
             let key = |v: &Value| json!([v["inputCount"], v["outputCount"], v["errorCount"], v["status"]]);
             let differs = x.is_null() || y.is_null() || key(&x) != key(&y);
-            json!({ "nodeId": n, "differs": differs, "a": x, "b": y })
+            json!({ "key": n, "differs": differs, "a": x, "b": y })
         })
         .collect();
     let mut edges: Vec<(&str, &str)> = ra.iter().chain(rb).map(|s| (s.0, s.1)).collect();
@@ -125,7 +130,7 @@ async fn expected(app: &TestApp, (a, ra): (uuid::Uuid, &[Step]), (b, rb): (uuid:
             let (x, y) = (edge_stats(ra, e), edge_stats(rb, e));
             let key = |v: &Value| json!([v["traceCount"], v["errorCount"]]);
             let differs = x.is_null() || y.is_null() || key(&x) != key(&y);
-            json!({ "edge": { "sourceNodeId": e.0, "sourcePortId": "out", "targetNodeId": e.1, "targetPortId": "in" },
+            json!({ "key": { "sourceNodeId": e.0, "sourcePortId": "out", "targetNodeId": e.1, "targetPortId": "in" },
                     "differs": differs, "a": x, "b": y })
         })
         .collect();

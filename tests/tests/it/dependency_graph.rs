@@ -11,11 +11,13 @@ use crate::percentiles::{assert_within, materialise};
 
 const GRAPH: &str = "query($w: String!, $from: DateTime!, $to: DateTime!) {
     dependencyGraph(workflowId: $w, from: $from, to: $to) {
-        edges { sourceNodeId sourcePortId targetNodeId targetPortId traceCount errorCount errorRate totalDataSize
+        edges { edge { sourceNodeId sourcePortId targetNodeId targetPortId } traceCount errorCount errorRate totalDataSize
                 duration { p50 p95 p99 } }
         nodes { nodeId inputCount outputCount errorCount bytesIn bytesOut } } }";
 
 type Edge = (String, Option<String>, String, Option<String>);
+/// An edge to insert: source, its port, target, its port, how many traces.
+type Shape = (&'static str, Option<&'static str>, &'static str, Option<&'static str>, i64);
 
 /// Per edge: durations, errors and bytes of what was inserted.
 #[derive(Default)]
@@ -26,8 +28,7 @@ struct Expected {
 async fn insert(app: &TestApp) -> Expected {
     let mut want = Expected::default();
     let mut traces = Vec::new();
-    // (source, source port, target, target port, how many)
-    let shape: [(&str, Option<&str>, &str, Option<&str>, i64); 4] = [
+    let shape: [Shape; 4] = [
         ("start", Some("out"), "fetch", Some("in"), 40),
         ("fetch", Some("ok"), "parse", Some("in"), 30),
         ("fetch", Some("retry"), "fetch", None, 9),
@@ -64,6 +65,7 @@ async fn check(app: &TestApp, want: &Expected) -> Value {
     let edges = g["edges"].as_array().cloned().unwrap_or_default();
     let keys: Vec<Value> = edges
         .iter()
+        .map(|e| &e["edge"])
         .map(|e| json!([e["sourceNodeId"], e["sourcePortId"], e["targetNodeId"], e["targetPortId"]]))
         .collect();
     // Sorted as the API sorts: nulls first within a node.

@@ -80,7 +80,8 @@ async fn insert(app: &TestApp) -> Inserted {
         let count = traces.iter().filter(|t| t["status"] == "ERROR" && t["error"]["code"] == json!(code)).count();
         ins.errors.push((code, count as i64));
     }
-    for (start, end, status, s) in [(0, 400_000, "COMPLETED", Some(first)), (100, 190_500, "COMPLETED", None), (200, 2_000, "FAILED", None)]
+    for (start, end, status, s) in
+        [(0, 400_000, "COMPLETED", Some(first)), (100, 190_500, "COMPLETED", None), (200, 2_000, "FAILED", None)]
     {
         let id = match s {
             Some(id) => id,
