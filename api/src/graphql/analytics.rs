@@ -245,6 +245,7 @@ impl AnalyticsQuery {
     /// nodes by p95. Sessions and durations come from the `session_stats_hourly` and `edge_stats_hourly`
     /// aggregates (their histograms merged, never a scan of raw traces); errors by code from the failed traces in
     /// `[from, to]`, through the workflow's trace index.
+    // Three queries: the sessions, the nodes and the errors.
     #[graphql(complexity = "super::QUERY_COST * 3 + child_complexity")]
     async fn workflow_analytics(
         &self,

@@ -145,7 +145,8 @@ impl CompareQuery {
     /// Two sessions lined up by node and by edge (counts, durations, errors, status, and which differ) and the
     /// first point where they diverge. NOT_FOUND names an unknown session; LIMIT_EXCEEDED for a session with more
     /// than 100 000 traces. Read from the traces' session index (session_id, timestamp, seq).
-    #[graphql(complexity = "super::QUERY_COST * 4 + child_complexity")]
+    // Per session: its row mark, its traces, and its final state (two queries).
+    #[graphql(complexity = "super::QUERY_COST * 8 + child_complexity")]
     async fn compare_sessions(&self, ctx: &Context<'_>, a: ID, b: ID) -> async_graphql::Result<SessionComparison> {
         let (a, b) = (id_arg("a", a)?, id_arg("b", b)?);
         let c: compare::Comparison = store(ctx).compare_sessions(&a, &b).await.gql()?;
