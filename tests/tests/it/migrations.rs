@@ -272,3 +272,37 @@ async fn uuid_to_text_ids(db: crate::harness::TestDb) {
     let status = db.store.migration_status().await.expect("status");
     assert!(status.iter().take(9).all(|(_, applied)| *applied), "{status:?}");
 }
+
+const HISTOGRAMS: &str = "SELECT count(*) FROM pg_attribute WHERE attname = 'duration_histogram' AND NOT attisdropped
+    AND attrelid IN (to_regclass('edge_stats_hourly'), to_regclass('session_stats_hourly'))";
+const PLAIN_AGGREGATE: &str =
+    "SELECT count(*) FROM pg_proc WHERE proname IN ('flowtrace_histogram', 'flowtrace_histogram_step')";
+const REFRESH_JOBS: &str =
+    "SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_refresh_continuous_aggregate'";
+
+/// The duration histograms come with their migration and go with its `down`, which restores the aggregates, their
+/// refresh policies and (in plain mode) leaves no histogram aggregate behind; in both modes.
+#[tokio::test]
+async fn duration_histograms_come_and_go_with_their_migration_in_both_modes() {
+    let mut dbs = vec![empty_db().await];
+    dbs.extend(crate::harness::empty_db_on(crate::harness::Kind::Plain).await);
+    for db in dbs {
+        db.store.migrate_up().await.expect("up");
+        let timescaledb = db.store.mode().await.expect("mode").is_timescaledb();
+        assert_eq!(count(&db, HISTOGRAMS).await, 2);
+        db.store.migrate_down(Some(1)).await.expect("down one");
+        assert_eq!((count(&db, HISTOGRAMS).await, count(&db, VIEWS).await), (0, 4));
+        assert_eq!(count(&db, PLAIN_AGGREGATE).await, 0);
+        if timescaledb {
+            assert_eq!(count(&db, REFRESH_JOBS).await, 3, "the refresh policies are back");
+        }
+        db.store.migrate_up().await.expect("up again");
+        assert_eq!(count(&db, HISTOGRAMS).await, 2);
+        assert_eq!(count(&db, PLAIN_AGGREGATE).await, if timescaledb { 0 } else { 2 });
+        if timescaledb {
+            assert_eq!(count(&db, REFRESH_JOBS).await, 3);
+        }
+        db.store.migrate_down(None).await.expect("down");
+        assert_eq!((count(&db, VIEWS).await, count(&db, PLAIN_AGGREGATE).await), (0, 0));
+    }
+}
