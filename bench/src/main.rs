@@ -3,6 +3,7 @@
 //! and writes JSON. The server runs as its own process (the release `flowtrace` binary next to this one), so its
 //! memory is measured alone.
 
+mod analytics;
 mod export;
 mod import;
 mod ingest;

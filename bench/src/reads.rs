@@ -17,9 +17,10 @@ use crate::server::Server;
 const SESSIONS: usize = 100;
 const STEP_MS: i64 = 50;
 
-struct Dataset {
-    sessions: Vec<(String, String, DateTime<Utc>)>,
-    per_session: usize,
+pub(crate) struct Dataset {
+    /// (session id, workflow id, start)
+    pub sessions: Vec<(String, String, DateTime<Utc>)>,
+    pub per_session: usize,
 }
 
 async fn generate(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow::Result<Dataset> {
@@ -83,7 +84,11 @@ async fn generate(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow
 }
 
 /// Runs `api` and `direct` alternately `runs` times; returns (api p50, api p99, direct p50, direct p99) in ms.
-async fn compare<A, D, FA, FD>(runs: usize, mut api: A, mut direct: D) -> anyhow::Result<(f64, f64, f64, f64)>
+pub(crate) async fn compare<A, D, FA, FD>(
+    runs: usize,
+    mut api: A,
+    mut direct: D,
+) -> anyhow::Result<(f64, f64, f64, f64)>
 where
     A: FnMut(usize) -> FA,
     D: FnMut(usize) -> FD,
@@ -109,7 +114,7 @@ where
     Ok((a50, a99, d50, d99))
 }
 
-fn add_comparison(report: &mut Report, name: &str, (a50, a99, d50, d99): (f64, f64, f64, f64)) {
+pub(crate) fn add_comparison(report: &mut Report, name: &str, (a50, a99, d50, d99): (f64, f64, f64, f64)) {
     let ratio = a50 / d50;
     report.add(
         "reads",
@@ -197,6 +202,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     )
     .await?;
     add_comparison(report, "executionTimeline(bucketSeconds: 60)", result);
+    crate::analytics::run(server, &data, runs, report).await?;
     if let Some(rss) = server.peak_rss_mib() {
         report.add("memory", "server peak RSS during reads", format!("{rss:.0} MiB"), "", None);
     }

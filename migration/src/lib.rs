@@ -4,6 +4,7 @@
 
 pub use sea_orm_migration::prelude::*;
 
+pub mod histogram;
 mod m20261124_000001_create_sessions;
 mod m20261124_000002_create_traces;
 mod m20261124_000003_create_events;
@@ -15,6 +16,7 @@ mod m20261130_000008_webhooks;
 mod m20261202_000009_text_ids;
 mod m20261203_000010_edge_stats;
 mod m20261203_000011_aggregate_refreshes;
+mod m20261203_000012_duration_histograms;
 mod m20261203_000013_caller_scope;
 pub mod mode;
 pub mod policies;
@@ -40,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_text_ids::Migration),
             Box::new(m20261203_000010_edge_stats::Migration),
             Box::new(m20261203_000011_aggregate_refreshes::Migration),
+            Box::new(m20261203_000012_duration_histograms::Migration),
             Box::new(m20261203_000013_caller_scope::Migration),
         ]
     }

@@ -12,7 +12,7 @@ use crate::{mode, run_all};
 pub struct Migration;
 
 /// Duration of an ended session in milliseconds.
-const SESSION_MS: &str = "(EXTRACT(EPOCH FROM (end_time - start_time)) * 1000)::double precision";
+pub(crate) const SESSION_MS: &str = "(EXTRACT(EPOCH FROM (end_time - start_time)) * 1000)::double precision";
 
 fn session_stats_hourly(bucket: &str) -> String {
     format!(

@@ -39,7 +39,14 @@ fn views() -> Vec<(&'static str, String)> {
             ),
         ),
     ];
-    for aggregate in ["session_stats_hourly", "session_stats_daily", "node_performance_hourly", "edge_stats_hourly"] {
+    for aggregate in [
+        "session_stats_hourly",
+        "session_stats_daily",
+        "node_performance_hourly",
+        "edge_stats_hourly",
+        "edge_duration_histograms_hourly",
+        "session_duration_histograms_hourly",
+    ] {
         views.push((aggregate, format!("workflow_id = ANY({WORKFLOWS})")));
     }
     views

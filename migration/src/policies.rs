@@ -60,6 +60,8 @@ impl Default for Policies {
                 refresh("session_stats_hourly", "flow_trace_sessions", "7 days", "1 hour"),
                 refresh("session_stats_daily", "flow_trace_sessions", "30 days", "1 day"),
                 refresh("edge_stats_hourly", "flow_traces", "7 days", "1 hour"),
+                refresh("edge_duration_histograms_hourly", "flow_traces", "7 days", "1 hour"),
+                refresh("session_duration_histograms_hourly", "flow_trace_sessions", "7 days", "1 hour"),
             ],
             refresh_every: "30 minutes".into(),
         }

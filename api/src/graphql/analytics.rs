@@ -1,11 +1,15 @@
-//! Analytics: `sessionStats` and `nodePerformance`, read from the continuous aggregates, and `sessionHistory`.
+//! Analytics: `sessionStats`, `nodePerformance` and `workflowAnalytics`, read from the continuous aggregates, and
+//! `sessionHistory`.
 
 use async_graphql::{Context, Enum, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use super::report::ErrorCount;
 use super::store;
 use crate::error::Gql;
 use crate::store::analytics::{self, NodePerformanceRow, SessionStatsRow};
+use crate::store::percentiles::Percentiles;
+use crate::store::workflow_analytics;
 
 /// The bucket width of `sessionStats`.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -84,6 +88,27 @@ pub struct NodePerformanceBucket {
     pub max_duration: Option<f64>,
     /// Bytes it received.
     pub total_data_size: i64,
+    /// Percentiles of the durations of the traces it received.
+    pub percentiles: DurationPercentiles,
+}
+
+/// Duration percentiles in milliseconds, merged from the aggregates' log-scale histograms: each is the
+/// nearest-rank percentile within a relative error of 6 % (the histogram's buckets are 10^(1/40) wide, from
+/// 0.01 ms to 10^9 ms; shorter durations count as 0.01 ms, longer as 10^9 ms). Null without durations.
+#[derive(SimpleObject, Clone, Copy, Default)]
+pub struct DurationPercentiles {
+    /// The median, within 6 %.
+    pub p50: Option<f64>,
+    /// The 95th percentile, within 6 %.
+    pub p95: Option<f64>,
+    /// The 99th percentile, within 6 %.
+    pub p99: Option<f64>,
+}
+
+impl From<Percentiles> for DurationPercentiles {
+    fn from(p: Percentiles) -> Self {
+        DurationPercentiles { p50: p.p50, p95: p.p95, p99: p.p99 }
+    }
 }
 
 impl From<NodePerformanceRow> for NodePerformanceBucket {
@@ -97,6 +122,63 @@ impl From<NodePerformanceRow> for NodePerformanceBucket {
             avg_duration: r.avg_duration,
             max_duration: r.max_duration,
             total_data_size: r.total_data_size,
+            percentiles: Percentiles::of(r.histogram.as_deref()).into(),
+        }
+    }
+}
+
+/// A node of a workflow with the durations of the traces it received.
+#[derive(SimpleObject)]
+pub struct NodeDurations {
+    /// The node.
+    pub node_id: String,
+    /// Traces it received.
+    pub trace_count: i64,
+    /// Percentiles of their durations.
+    pub percentiles: DurationPercentiles,
+}
+
+/// A workflow over a range: its sessions, their durations and errors, and its slowest nodes.
+#[derive(SimpleObject)]
+pub struct WorkflowAnalytics {
+    /// Sessions started in the range's hours.
+    pub sessions: i64,
+    /// Of those, ended COMPLETED.
+    pub completed: i64,
+    /// Of those, ended FAILED.
+    pub failed: i64,
+    /// Of those, ended CANCELLED.
+    pub cancelled: i64,
+    /// Of those, running when their hour was last aggregated.
+    pub running: i64,
+    /// COMPLETED sessions over the sessions that ended, 0 to 1; null when none ended.
+    pub success_rate: Option<f64>,
+    /// Percentiles of the durations of the sessions that ended.
+    pub session_duration: DurationPercentiles,
+    /// Failed traces of the range by error code, most frequent first, with a sample message.
+    pub errors_by_code: Vec<ErrorCount>,
+    /// The nodes with the highest p95 of the durations of the traces they received, slowest first.
+    pub slowest_nodes: Vec<NodeDurations>,
+}
+
+impl From<workflow_analytics::WorkflowAnalytics> for WorkflowAnalytics {
+    fn from(w: workflow_analytics::WorkflowAnalytics) -> Self {
+        let t = w.totals;
+        let ended = t.completed + t.failed + t.cancelled;
+        WorkflowAnalytics {
+            sessions: t.sessions,
+            completed: t.completed,
+            failed: t.failed,
+            cancelled: t.cancelled,
+            running: t.running,
+            success_rate: (ended > 0).then(|| t.completed as f64 / ended as f64),
+            session_duration: w.session_duration.into(),
+            errors_by_code: w.errors_by_code.into_iter().map(Into::into).collect(),
+            slowest_nodes: w
+                .slowest_nodes
+                .into_iter()
+                .map(|(n, p)| NodeDurations { node_id: n.node_id, trace_count: n.trace_count, percentiles: p.into() })
+                .collect(),
         }
     }
 }
@@ -143,7 +225,8 @@ impl AnalyticsQuery {
 
     /// Hourly throughput, errors, durations and bytes per workflow and node, for buckets overlapping `[from, to]`,
     /// from `node_performance_hourly` (a view over the `edge_stats_hourly` aggregate, including data newer than its
-    /// last refresh). A node appears in an hour when it received a trace or emitted a failed one.
+    /// last refresh). A node appears in an hour when it received a trace or emitted a failed one. Its percentiles
+    /// come from the aggregate's duration histograms.
     #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn node_performance(
         &self,
@@ -155,5 +238,24 @@ impl AnalyticsQuery {
     ) -> async_graphql::Result<Vec<NodePerformanceBucket>> {
         let rows = store(ctx).node_performance(workflow_id.as_deref(), node_id.as_deref(), from, to).await.gql()?;
         Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// One workflow over the hours overlapping `[from, to]` (at most 31 days, BAD_USER_INPUT beyond): sessions and
+    /// success rate, session-duration percentiles, errors by code, and the `slowestNodes` (1 to 100, default 5)
+    /// nodes by p95. Sessions and durations come from the `session_stats_hourly` and `edge_stats_hourly`
+    /// aggregates (their histograms merged, never a scan of raw traces); errors by code from the failed traces in
+    /// `[from, to]`, through the workflow's trace index.
+    // Three queries: the sessions, the nodes and the errors.
+    #[graphql(complexity = "super::QUERY_COST * 3 + child_complexity")]
+    async fn workflow_analytics(
+        &self,
+        ctx: &Context<'_>,
+        workflow_id: String,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        slowest_nodes: Option<i32>,
+    ) -> async_graphql::Result<WorkflowAnalytics> {
+        let w = store(ctx).workflow_analytics(&workflow_id, from, to, slowest_nodes.unwrap_or(5).into()).await.gql()?;
+        Ok(w.into())
     }
 }

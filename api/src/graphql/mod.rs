@@ -4,7 +4,9 @@
 pub mod analytics;
 pub mod arguments;
 pub mod batch;
+pub mod compare;
 pub mod consistency;
+pub mod dependency_graph;
 pub mod events;
 pub mod gate;
 pub mod health;
@@ -33,6 +35,8 @@ pub struct Query(
     time_travel::TimeTravelQuery,
     analytics::AnalyticsQuery,
     report::ReportQuery,
+    dependency_graph::DependencyGraphQuery,
+    compare::CompareQuery,
     health::HealthQuery,
     health::StorageQuery,
 );

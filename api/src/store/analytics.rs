@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
+use super::percentiles::merged;
 use super::time_travel::MAX_TIMELINE_BUCKETS;
 use super::traces::check_range;
 use super::{Sql, Store, StoreError, StoreResult};
@@ -41,10 +42,12 @@ pub struct NodePerformanceRow {
     pub avg_duration: Option<f64>,
     pub max_duration: Option<f64>,
     pub total_data_size: i64,
+    /// The merged duration histogram of the traces it received (`percentiles`).
+    pub histogram: Option<Vec<i64>>,
 }
 
 /// The start of the bucket holding `at`, so a range that begins mid-bucket still includes that bucket.
-fn bucket_start(at: DateTime<Utc>, width: TimeDelta) -> DateTime<Utc> {
+pub(crate) fn bucket_start(at: DateTime<Utc>, width: TimeDelta) -> DateTime<Utc> {
     at.duration_trunc(width).unwrap_or(at)
 }
 
@@ -135,20 +138,28 @@ impl Store {
     ) -> StoreResult<Vec<NodePerformanceRow>> {
         check_range(Some(from), Some(to))?;
         self.check_aggregate(workflow_id)?;
-        let mut sql = Sql::new(
-            "SELECT bucket, workflow_id, node_id, trace_count, error_count, avg_duration, max_duration, total_data_size
-             FROM node_performance_hourly WHERE ",
-        );
+        let mut sql = Sql::new("");
         let (f, t) = (sql.bind(bucket_start(from, TimeDelta::hours(1))), sql.bind(to));
-        sql.push(&format!("bucket >= {f} AND bucket <= {t}"));
+        let mut filter = format!("bucket >= {f} AND bucket <= {t}");
         if let Some(w) = workflow_id {
             let p = sql.bind(w.to_owned());
-            sql.push(&format!(" AND workflow_id = {p}"));
+            filter.push_str(&format!(" AND workflow_id = {p}"));
         }
+        // The durations of a node are those of the traces it received, as `avg_duration`'s.
+        let histograms = merged("edge_duration_histograms_hourly", "bucket, workflow_id, target_node_id", &filter);
         if let Some(n) = node_id {
             let p = sql.bind(n.to_owned());
-            sql.push(&format!(" AND node_id = {p}"));
+            filter.push_str(&format!(" AND node_id = {p}"));
         }
+        // USING merges the join's keys, so the filter's unqualified names are the node rows' own.
+        sql.push(&format!(
+            "SELECT bucket, workflow_id, node_id, trace_count, error_count, avg_duration, max_duration,
+                total_data_size, h.histogram
+             FROM node_performance_hourly
+             LEFT JOIN (SELECT bucket, workflow_id, target_node_id AS node_id, histogram FROM ({histograms}) m) h
+                USING (bucket, workflow_id, node_id)
+             WHERE {filter}"
+        ));
         sql.push(" ORDER BY bucket, workflow_id, node_id");
         self.all(sql).await
     }

@@ -3,7 +3,9 @@
 pub mod aggregate_refresh;
 pub mod analytics;
 pub mod archive;
+pub mod compare;
 pub mod cursor;
+pub mod dependency_graph;
 pub mod events;
 pub mod health;
 pub mod ids;
@@ -11,6 +13,7 @@ pub mod import;
 pub mod ingest;
 pub mod live;
 pub mod notify;
+pub mod percentiles;
 pub mod replicas;
 pub mod report;
 pub mod retention;
@@ -20,6 +23,7 @@ pub mod storage_stats;
 pub mod time_travel;
 pub mod traces;
 pub mod webhooks;
+pub mod workflow_analytics;
 
 use std::panic::Location;
 use std::sync::Arc;

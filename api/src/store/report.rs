@@ -41,6 +41,15 @@ pub struct Report {
     pub nodes: Vec<NodeTiming>,
 }
 
+/// Failed traces matching `scope` (a condition on flow_traces), grouped by the column `key`, most frequent first.
+pub(super) fn push_error_groups(sql: &mut Sql, key: &str, scope: &str) {
+    sql.push(&format!(
+        "SELECT {key} AS key, count(*) AS count, (array_agg(error_message ORDER BY seq))[1] AS sample_message
+         FROM flow_traces WHERE {scope} AND status = 'ERROR'
+         GROUP BY {key} ORDER BY count(*) DESC, {key} NULLS LAST"
+    ));
+}
+
 impl Store {
     /// The report of an existing session (NOT_FOUND otherwise), with its `slowest` longest traces.
     pub async fn session_report(&self, session_id: &str, slowest: i64) -> StoreResult<Report> {
@@ -59,11 +68,7 @@ impl Store {
         let errors = |key: &str| {
             let mut sql = Sql::new("");
             let s = sql.bind(session_id.to_owned());
-            sql.push(&format!(
-                "SELECT {key} AS key, count(*) AS count, (array_agg(error_message ORDER BY seq))[1] AS sample_message
-                 FROM flow_traces WHERE session_id = {s} AND status = 'ERROR'
-                 GROUP BY {key} ORDER BY count(*) DESC, {key} NULLS LAST"
-            ));
+            push_error_groups(&mut sql, key, &format!("session_id = {s}"));
             sql
         };
         let errors_by_code = self.all(errors("error_code")).await?;

@@ -71,11 +71,10 @@ async fn materialise(app: &TestApp) {
     .execute(pool)
     .await
     .expect("pause the refresh jobs");
-    for (view, end) in
-        [("session_stats_hourly", "1 hour"), ("session_stats_daily", "1 day"), ("edge_stats_hourly", "1 hour")]
-    {
+    for a in migration::Policies::default().aggregates {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "CALL refresh_continuous_aggregate('{view}', NULL, now() - INTERVAL '{end}')"
+            "CALL refresh_continuous_aggregate('{}', NULL, now() - INTERVAL '{}')",
+            a.view, a.end_offset
         )))
         .execute(pool)
         .await

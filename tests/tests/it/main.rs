@@ -2,8 +2,10 @@
 
 mod analytics;
 mod bad_input;
+mod compare;
 mod compression;
 mod config_vars;
+mod dependency_graph;
 mod embedded;
 mod embedded_processes;
 mod endpoints;
@@ -24,6 +26,7 @@ mod migrations;
 mod modes;
 mod multipart;
 mod node_status;
+mod percentiles;
 mod persisted_queries;
 mod process;
 mod queries;

@@ -21,7 +21,7 @@ async fn migrations_go_up_down_and_up_again() {
     db.store.migrate_up().await.expect("up again is a no-op");
     assert_eq!(count(&db, TABLES).await, 3);
     assert_eq!(count(&db, VIEWS).await, 4);
-    assert_eq!(count(&db, SCOPED).await, 9);
+    assert_eq!(count(&db, SCOPED).await, 11);
     assert!(db.store.migration_status().await.expect("status").iter().all(|(_, applied)| *applied));
 
     db.store.migrate_down(None).await.expect("down");
@@ -75,10 +75,11 @@ async fn timescaledb_objects_are_all_present() {
         count(
             &db,
             "SELECT count(*) FROM timescaledb_information.continuous_aggregates WHERE NOT materialized_only
-             AND view_name IN ('session_stats_hourly', 'session_stats_daily', 'edge_stats_hourly')"
+             AND view_name IN ('session_stats_hourly', 'session_stats_daily', 'edge_stats_hourly',
+                'edge_duration_histograms_hourly', 'session_duration_histograms_hourly')"
         )
         .await,
-        3
+        5
     );
     assert_eq!(
         count(
@@ -87,7 +88,7 @@ async fn timescaledb_objects_are_all_present() {
              AND schedule_interval = INTERVAL '30 minutes'"
         )
         .await,
-        3
+        5
     );
     // The daily aggregate is built on the hourly one.
     assert_eq!(
@@ -275,4 +276,40 @@ async fn uuid_to_text_ids(db: crate::harness::TestDb) {
     assert_eq!(contents(&db).await.len(), before.len() + 1);
     let status = db.store.migration_status().await.expect("status");
     assert!(status.iter().take(9).all(|(_, applied)| *applied), "{status:?}");
+}
+
+const HISTOGRAMS: &str = "SELECT count(*) FROM pg_class WHERE relkind IN ('v', 'm')
+    AND relnamespace = 'public'::regnamespace
+    AND relname IN ('edge_duration_histograms_hourly', 'session_duration_histograms_hourly')";
+const PLAIN_AGGREGATE: &str =
+    "SELECT count(*) FROM pg_proc WHERE proname IN ('flowtrace_histogram', 'flowtrace_histogram_step')";
+const REFRESH_JOBS: &str =
+    "SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_refresh_continuous_aggregate'";
+
+/// The duration histograms come with their migration and go with its `down` (with the caller scope's views, which
+/// show them), leaving the other aggregates and their refresh policies and (in plain mode) no histogram aggregate
+/// behind; in both modes.
+#[tokio::test]
+async fn duration_histograms_come_and_go_with_their_migration_in_both_modes() {
+    let mut dbs = vec![empty_db().await];
+    dbs.extend(crate::harness::empty_db_on(crate::harness::Kind::Plain).await);
+    for db in dbs {
+        db.store.migrate_up().await.expect("up");
+        let timescaledb = db.store.mode().await.expect("mode").is_timescaledb();
+        assert_eq!(count(&db, HISTOGRAMS).await, 2);
+        db.store.migrate_down(Some(2)).await.expect("down past the histograms");
+        assert_eq!((count(&db, HISTOGRAMS).await, count(&db, VIEWS).await), (0, 4));
+        assert_eq!(count(&db, PLAIN_AGGREGATE).await, 0);
+        if timescaledb {
+            assert_eq!(count(&db, REFRESH_JOBS).await, 3, "the other aggregates keep their refresh policies");
+        }
+        db.store.migrate_up().await.expect("up again");
+        assert_eq!(count(&db, HISTOGRAMS).await, 2);
+        assert_eq!(count(&db, PLAIN_AGGREGATE).await, if timescaledb { 0 } else { 2 });
+        if timescaledb {
+            assert_eq!(count(&db, REFRESH_JOBS).await, 5, "the histograms have refresh policies of their own");
+        }
+        db.store.migrate_down(None).await.expect("down");
+        assert_eq!((count(&db, VIEWS).await, count(&db, PLAIN_AGGREGATE).await), (0, 0));
+    }
 }

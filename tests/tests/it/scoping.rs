@@ -217,6 +217,7 @@ async fn every_query_answers_each_caller_with_its_own_rows() {
                 "query($s: ID!) { sessionStateAt(sessionId: $s, at: \"2026-12-02T00:00:00Z\") { session { id } } }",
                 "query($s: ID!) { sessionReport(sessionId: $s) { totalTraces } }",
                 "query($s: ID!) { executionTimeline(sessionId: $s, bucketSeconds: 60) { traceCount } }",
+                "query($s: ID!) { compareSessions(a: $s, b: $s) { firstDivergence { nodeId } } }",
             ] {
                 match c.data_or_code(q, json!({ "s": id })).await {
                     Ok(_) if visible => {}
@@ -254,6 +255,31 @@ async fn every_query_answers_each_caller_with_its_own_rows() {
             let want_sessions = RUNS.iter().filter(|r| granted(r.1)).count() as i64;
             let want_traces: usize = RUNS.iter().filter(|r| granted(r.1)).map(|r| r.3).sum();
             assert_eq!((sessions, traces), (want_sessions, want_traces as i64), "{who:?} aggregates of {workflow:?}");
+        }
+
+        for workflow in ["wf-a", "wf-b"] {
+            let q = "query($w: String!, $f: DateTime!, $t: DateTime!) {
+                workflowAnalytics(workflowId: $w, from: $f, to: $t) { sessions }
+                dependencyGraph(workflowId: $w, from: $f, to: $t) { edges { traceCount } } }";
+            let got = c.data_or_code(q, json!({ "w": workflow, "f": from, "t": far })).await;
+            if !who.reads_aggregates(Some(workflow)) {
+                assert_eq!(got, Err("FORBIDDEN".into()), "{who:?} workflowAnalytics and dependencyGraph of {workflow}");
+                continue;
+            }
+            let d = got.expect("workflow aggregates");
+            let runs: Vec<_> = RUNS.iter().filter(|r| r.1 == workflow).collect();
+            let traces: i64 = d["dependencyGraph"]["edges"]
+                .as_array()
+                .expect("edges")
+                .iter()
+                .map(|e| e["traceCount"].as_i64().expect("n"))
+                .sum();
+            assert_eq!(
+                d["workflowAnalytics"]["sessions"],
+                json!(runs.len()),
+                "{who:?} workflowAnalytics of {workflow}"
+            );
+            assert_eq!(traces, runs.iter().map(|r| r.3 as i64).sum::<i64>(), "{who:?} dependencyGraph of {workflow}");
         }
 
         let storage = c.data_or_code("{ storage { mode } }", json!({})).await;
