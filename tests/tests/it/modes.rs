@@ -53,9 +53,15 @@ async fn health_reports_what_the_catalog_holds() {
         assert_eq!(health["compressionEnabled"], true);
         assert_eq!(
             health["continuousAggregateNames"],
-            json!(["edge_stats_hourly", "session_stats_daily", "session_stats_hourly"])
+            json!([
+                "edge_duration_histograms_hourly",
+                "edge_stats_hourly",
+                "session_duration_histograms_hourly",
+                "session_stats_daily",
+                "session_stats_hourly"
+            ])
         );
-        assert_eq!(health["continuousAggregates"], json!(3));
+        assert_eq!(health["continuousAggregates"], json!(5));
         assert!(health["version"].as_str().is_some_and(|v| v.starts_with('2')));
     } else {
         crate::harness::skipped("TimescaleDB part of health_reports_what_the_catalog_holds: extension not installed");
