@@ -1,6 +1,6 @@
 //! Every GraphQL operation passes through the gate, over HTTP and WebSocket alike, so no resolver can forget what it
 //! does: authorise the whole operation (mutations need write access, queries and subscriptions read access), hold
-//! one of the connection's subscription slots while a stream lives, end streams when the caller's credentials expire,
+//! one of the connection's subscription slots while a stream lives, end streams when the caller's credentials lapse,
 //! give every error an `extensions.code`, and count requests per operation.
 //!
 //! It wraps the schema rather than being async-graphql extensions: with any extension installed, async-graphql runs

@@ -27,6 +27,7 @@ pub mod workflow_analytics;
 
 use std::panic::Location;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use migration::{MigratorTrait, StorageMode};
@@ -37,7 +38,6 @@ use tokio::sync::Semaphore;
 
 use replicas::{Position, Replicas};
 use scope::Scope;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 /// What can go wrong below the API. Mapped once to GraphQL error codes in `crate::error`.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -123,9 +123,9 @@ fn data_exception(code: &str) -> &'static str {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The database: one sqlx pool. Every query runs through sqlx on it (`Sql` with `all`, or `sqlx::query…` with a
-/// transaction from `pool.begin()`); the SeaORM connection over the same pool serves only migrations and storage
-/// policies (the `migration` crate).
+/// The database, through sqlx pools. Every query runs through sqlx (`Sql` with `all`, or `sqlx::query…` with a
+/// transaction from `pool.begin()`); the SeaORM connection over the primary's plain pool serves only migrations and
+/// storage policies (the `migration` crate).
 ///
 /// A store `scoped` to a limited caller reads on a second pool instead, whose connections see the `flowtrace_scoped`
 /// views first (see `scope`). With `replicas`, reads (`all`, `all_serial`, `read_tx`) go to a replica that has
