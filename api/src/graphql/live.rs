@@ -29,6 +29,8 @@ fn live<'a>(ctx: &Context<'a>) -> &'a Live {
 #[derive(Default)]
 pub struct Subscription;
 
+/// Live streams: traces, events, session changes and node states as they are committed, resumable by cursor, and
+/// replay of stored traces.
 #[SubscriptionObject(name = "Subscription")]
 impl Subscription {
     /// Traces of a session or a workflow as they are committed, each with its cursor. With `after` (a cursor from

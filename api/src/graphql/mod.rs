@@ -26,6 +26,7 @@ use crate::live::Live;
 use crate::store::Store;
 use gate::Gate;
 
+/// Reads: sessions, their traces and events, time travel, analytics, reports and health.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
 pub struct Query(
@@ -41,6 +42,7 @@ pub struct Query(
     health::StorageQuery,
 );
 
+/// Writes: sessions started and ended, traces and events recorded in batches.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
 pub struct Mutation(sessions::SessionsMutation, traces::TracesMutation, events::EventsMutation);
