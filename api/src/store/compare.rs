@@ -5,7 +5,7 @@
 //! summary, which ingestion keeps) is refused with LIMIT_EXCEEDED before any is read. Each node's final status is
 //! its state after all of the session's rows, by the rules of `NodeStatus` (`time_travel`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use entity::session;
 
@@ -95,31 +95,39 @@ pub struct Comparison {
 
 /// Node ids in order of first appearance (a trace's source before its target).
 fn node_order<'a>(steps: impl Iterator<Item = &'a Step>) -> Vec<&'a str> {
-    let mut seen = Vec::new();
+    let (mut seen, mut order) = (HashSet::new(), Vec::new());
     for s in steps {
         for id in [s.edge.source_node_id.as_str(), s.edge.target_node_id.as_str()] {
-            if !seen.contains(&id) {
-                seen.push(id);
+            if seen.insert(id) {
+                order.push(id);
             }
         }
     }
-    seen
+    order
 }
 
-/// The traces a node is an end of, in order.
-fn sequence<'a>(steps: &'a [Step], node: &str) -> Vec<&'a Step> {
-    steps.iter().filter(|s| s.edge.source_node_id == node || s.edge.target_node_id == node).collect()
+/// Each node's traces (those it is an end of), in order: one pass over the run.
+fn sequences(steps: &[Step]) -> HashMap<&str, Vec<&Step>> {
+    let mut by_node: HashMap<&str, Vec<&Step>> = HashMap::new();
+    for s in steps {
+        by_node.entry(s.edge.source_node_id.as_str()).or_default().push(s);
+        if s.edge.target_node_id != s.edge.source_node_id {
+            by_node.entry(s.edge.target_node_id.as_str()).or_default().push(s);
+        }
+    }
+    by_node
 }
 
 pub fn first_divergence(a: &[Step], b: &[Step]) -> Option<Divergence> {
     let same = |x: &Step, y: &Step| x.edge == y.edge && x.status == y.status;
+    let (by_a, by_b) = (sequences(a), sequences(b));
     for node in node_order(a.iter().chain(b)) {
-        let (sa, sb) = (sequence(a, node), sequence(b, node));
+        let (sa, sb) = (by_a.get(node).map_or(&[][..], Vec::as_slice), by_b.get(node).map_or(&[][..], Vec::as_slice));
         let index =
             (0..sa.len().max(sb.len())).find(|&i| !matches!((sa.get(i), sb.get(i)), (Some(x), Some(y)) if same(x, y)));
         if let Some(index) = index {
             let at = |s: &[&Step]| s.get(index).map(|&s| s.clone());
-            return Some(Divergence { node_id: node.to_owned(), index, a: at(&sa), b: at(&sb) });
+            return Some(Divergence { node_id: node.to_owned(), index, a: at(sa), b: at(sb) });
         }
     }
     None
