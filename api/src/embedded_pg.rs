@@ -40,11 +40,13 @@ pub struct EmbeddedOptions {
     pub timescaledb: bool,
     /// Extra `-c name=value` settings, e.g. `fsync=off` for throwaway test clusters.
     pub settings: Vec<(String, String)>,
+    /// Libraries to preload besides TimescaleDB (the benchmark's `pg_stat_statements`).
+    pub preload: Vec<String>,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { timescaledb: true, settings: Vec::new() }
+        EmbeddedOptions { timescaledb: true, settings: Vec::new(), preload: Vec::new() }
     }
 }
 
@@ -265,13 +267,17 @@ impl EmbeddedPostgres {
             "-c listen_addresses=127.0.0.1".to_owned(),
             "-c unix_socket_directories=''".to_owned(),
         ];
+        let mut preload = self.options.preload.clone();
         if self.timescaledb {
-            settings.push("-c shared_preload_libraries=timescaledb".into());
+            preload.insert(0, "timescaledb".into());
             settings.push("-c timescaledb.telemetry_level=off".into());
             // The default 8 worker processes are too few for the scheduler to start several policy jobs at once
             // ("failed to start job"); leave room for them and for parallel query.
             settings.push("-c max_worker_processes=32".into());
             settings.push("-c timescaledb.max_background_workers=16".into());
+        }
+        if !preload.is_empty() {
+            settings.push(format!("-c shared_preload_libraries={}", preload.join(",")));
         }
         for (name, value) in &self.options.settings {
             settings.push(format!("-c {name}={value}"));

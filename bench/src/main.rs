@@ -4,6 +4,7 @@
 //! memory is measured alone.
 
 mod analytics;
+mod costs;
 mod export;
 mod import;
 mod ingest;
@@ -57,10 +58,10 @@ pub struct Args {
     /// Traces in the replaced service's tables that the import phase imports.
     #[arg(long)]
     pub import_traces: Option<usize>,
-    /// Phases to run, comma-separated: ingest, reads, live, slow (live delivery while a tenth of the subscribers
+    /// Phases to run, comma-separated: costs (what each read costs the database and the server), ingest, reads, live, slow (live delivery while a tenth of the subscribers
     /// have stopped reading), state (sessionState subscribers), import, export, scale (a second process reading from
     /// a streaming replica).
-    #[arg(long, value_delimiter = ',', default_value = "ingest,reads,live,slow,state,import,export,scale")]
+    #[arg(long, value_delimiter = ',', default_value = "costs,ingest,reads,live,slow,state,import,export,scale")]
     pub phases: Vec<String>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench-results.json")]
@@ -70,6 +71,7 @@ pub struct Args {
 /// Sizes after applying --quick and explicit overrides.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Sizes {
+    pub quick: bool,
     pub traces: usize,
     pub per_row: usize,
     pub dataset: usize,
@@ -90,6 +92,7 @@ impl Args {
             (1_000_000, 20_000, 10_000_000, 100, 1_000, 10_000, 10, 1_000_000)
         };
         Sizes {
+            quick: self.quick,
             traces: self.traces.unwrap_or(traces),
             per_row,
             dataset: self.dataset_traces.unwrap_or(dataset),
@@ -114,6 +117,10 @@ async fn main() -> anyhow::Result<()> {
 
     let outcome = async {
         let wanted = |phase: &str| args.phases.iter().any(|p| p == phase);
+        // First, on the empty store: the store its figures are compared on holds its dataset alone.
+        if wanted("costs") {
+            costs::run(&server, &sizes, &mut report).await?;
+        }
         if wanted("ingest") {
             ingest::run(&server, &sizes, &mut report).await?;
         }

@@ -17,6 +17,8 @@ pub struct Server {
     pub store: Store,
     pub http: reqwest::Client,
     pub timescaledb: bool,
+    /// `pg_stat_statements` is loaded and created in the bench database.
+    pub stat_statements: bool,
     child: tokio::process::Child,
     embedded: Option<EmbeddedPostgres>,
     /// The first process's: `stop` closes the pool the others share.
@@ -40,7 +42,13 @@ impl Server {
             }
             None => {
                 let dir = std::env::temp_dir().join(format!("flowtrace-bench-{}", std::process::id()));
-                let pg = EmbeddedPostgres::start(&dir, EmbeddedOptions::default()).await?;
+                // pg_stat_statements: the database's own time per request (the costs phase).
+                let options = EmbeddedOptions {
+                    preload: vec!["pg_stat_statements".into()],
+                    settings: vec![("pg_stat_statements.track_planning".into(), "on".into())],
+                    ..EmbeddedOptions::default()
+                };
+                let pg = EmbeddedPostgres::start(&dir, options).await?;
                 pg.stop_when_process_exits(std::process::id(), true)?;
                 flowtrace::app::create_database(&pg, DATABASE).await?;
                 (pg.url(DATABASE), Some(pg))
@@ -50,6 +58,8 @@ impl Server {
         store.wait_until_reachable(Duration::from_secs(30)).await?;
         store.migrate_up().await?;
         let timescaledb = store.mode().await?.is_timescaledb();
+        let stat_statements =
+            sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(store.pool()).await.is_ok();
 
         let child = spawn_process(&url, &[]).await?;
         let server = Server {
@@ -58,6 +68,7 @@ impl Server {
             store,
             http: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
             timescaledb,
+            stat_statements,
             child: child.1,
             embedded,
             owns_store: true,
@@ -75,6 +86,7 @@ impl Server {
             store: self.store.clone(),
             http: self.http.clone(),
             timescaledb: self.timescaledb,
+            stat_statements: self.stat_statements,
             child,
             embedded: None,
             owns_store: false,
@@ -127,6 +139,73 @@ impl Server {
         Ok(body["data"].take())
     }
 
+    /// A read whose latency is measured (see `Client::read`).
+    pub async fn read(&self, query: &str, variables: Value) -> anyhow::Result<()> {
+        self.client().read(query, variables).await
+    }
+
+    /// A handle on the server's HTTP endpoint that tasks can own.
+    pub fn client(&self) -> Client {
+        Client { base: self.base.clone(), http: self.http.clone() }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Resets the server's peak RSS so the next reading covers one phase only (Linux `clear_refs` 5).
+    pub fn reset_peak_rss(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        }
+    }
+
+    /// CPU seconds (user + system) the server process has used so far.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // Fields after the command name (which may contain spaces): utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+
+    /// The server's peak RSS in MiB since the last reset.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        self.status_mib("VmHWM:")
+    }
+
+    /// The server's RSS in MiB now.
+    pub fn rss_mib(&self) -> Option<f64> {
+        self.status_mib("VmRSS:")
+    }
+
+    fn status_mib(&self, field: &str) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let kib: f64 = status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+        if self.owns_store {
+            self.store.pool().close().await;
+        }
+        if let Some(pg) = self.embedded.take() {
+            let _ = pg.stop().await;
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
     /// A read whose latency is measured: the whole body is received and checked to hold data and no errors, without
     /// building a JSON tree of it (the client's JSON work is not the server's).
     pub async fn read(&self, query: &str, variables: Value) -> anyhow::Result<()> {
@@ -151,46 +230,6 @@ impl Server {
             bail!("a GraphQL response without data");
         }
         Ok(())
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// Resets the server's peak RSS so the next reading covers one phase only (Linux `clear_refs` 5).
-    pub fn reset_peak_rss(&self) {
-        if let Some(pid) = self.pid() {
-            let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-        }
-    }
-
-    /// The server's peak RSS in MiB since the last reset.
-    /// CPU seconds (user + system) the server process has used so far.
-    pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
-        // Fields after the command name (which may contain spaces): utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some(ticks / 100.0)
-    }
-
-    pub fn peak_rss_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let kib: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
-        if self.owns_store {
-            self.store.pool().close().await;
-        }
-        if let Some(pg) = self.embedded.take() {
-            let _ = pg.stop().await;
-        }
     }
 }
 

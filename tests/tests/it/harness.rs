@@ -50,6 +50,7 @@ pub async fn throwaway_cluster(name: &str, timescaledb: bool) -> EmbeddedPostgre
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect(),
+        preload: Vec::new(),
     };
     let pg = match EmbeddedPostgres::start(&dir, options).await {
         Ok(pg) => pg,
