@@ -16,6 +16,8 @@ use crate::server::Server;
 
 const SESSIONS: usize = 100;
 const STEP_MS: i64 = 50;
+/// The read dataset's sessions start over the last 30 days: what a 30-day dashboard range reads.
+pub(crate) const SPAN: Duration = Duration::days(30);
 
 pub(crate) struct Dataset {
     /// (session id, workflow id, start)
@@ -23,16 +25,21 @@ pub(crate) struct Dataset {
     pub per_session: usize,
 }
 
-async fn generate(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow::Result<Dataset> {
-    let per_session = (sizes.dataset / SESSIONS).max(1);
-    let span = Duration::days(10);
+/// `sessions` sessions of `per_session` traces 50 ms apart, written server-side; their starts are spread evenly over
+/// `span` up to now, in `workflows` workflows named `{prefix}-{k}`.
+pub(crate) async fn generate(
+    server: &Server,
+    sessions: usize,
+    per_session: usize,
+    span: Duration,
+    (prefix, workflows): (&str, usize),
+) -> anyhow::Result<Dataset> {
     let first = Utc::now() - span;
-    let mut sessions = Vec::new();
-    let started = Instant::now();
-    for k in 0..SESSIONS {
+    let mut made = Vec::new();
+    for k in 0..sessions {
         let id = Uuid::new_v4().to_string();
-        let workflow = format!("bench-read-{}", k % 10);
-        let start = first + span / SESSIONS as i32 * k as i32;
+        let workflow = format!("{prefix}-{}", k % workflows);
+        let start = first + span / sessions as i32 * k as i32;
         let end = start + Duration::milliseconds(STEP_MS * per_session as i64);
         sqlx::query(
             "INSERT INTO flow_trace_sessions (id, start_time, end_time, status, workflow_id, workflow_name, total_traces)
@@ -74,13 +81,10 @@ async fn generate(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow
         .bind(&id)
         .execute(server.store.pool())
         .await?;
-        sessions.push((id, workflow, start));
+        made.push((id, workflow, start));
     }
     sqlx::query("ANALYZE").execute(server.store.pool()).await?;
-    let rows = per_session * SESSIONS;
-    let secs = started.elapsed().as_secs_f64();
-    report.add("reads", "dataset generated (server-side INSERT)", format!("{rows} traces in {secs:.0} s"), "", None);
-    Ok(Dataset { sessions, per_session })
+    Ok(Dataset { sessions: made, per_session })
 }
 
 /// Runs `api` and `direct` alternately `runs` times; returns (api p50, api p99, direct p50, direct p99) in ms.
@@ -127,7 +131,11 @@ pub(crate) fn add_comparison(report: &mut Report, name: &str, (a50, a99, d50, d9
 }
 
 pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
-    let data = generate(server, sizes, report).await?;
+    let started = Instant::now();
+    let per_session = (sizes.dataset / SESSIONS).max(1);
+    let data = generate(server, SESSIONS, per_session, SPAN, ("bench-read", 10)).await?;
+    let (rows, secs) = (per_session * SESSIONS, started.elapsed().as_secs_f64());
+    report.add("reads", "dataset generated (server-side INSERT)", format!("{rows} traces in {secs:.0} s"), "", None);
     server.reset_peak_rss();
     let store = &server.store;
     let pick = |i: usize| &data.sessions[(i * 37) % data.sessions.len()];
@@ -202,7 +210,11 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     )
     .await?;
     add_comparison(report, "executionTimeline(bucketSeconds: 60)", result);
+    if server.timescaledb {
+        plain_copies(server).await?;
+    }
     crate::analytics::run(server, &data, runs, report).await?;
+    crate::analytics::against_raw(server, sizes, report).await?;
     if let Some(rss) = server.peak_rss_mib() {
         report.add("memory", "server peak RSS during reads", format!("{rss:.0} MiB"), "", None);
     }
@@ -229,11 +241,6 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
             .map(|(_, _, start)| *start)
             .filter(|start| *start + Duration::hours(1) <= cutoff)
             .collect();
-        sqlx::query("CREATE TABLE bench_plain_traces (LIKE flow_traces INCLUDING DEFAULTS)").execute(pool).await?;
-        sqlx::query("INSERT INTO bench_plain_traces SELECT * FROM flow_traces").execute(pool).await?;
-        // The same index the hypertable has on its time column, so the comparison is fair to the plain table.
-        sqlx::query("CREATE INDEX ON bench_plain_traces (timestamp DESC)").execute(pool).await?;
-        sqlx::query("VACUUM ANALYZE bench_plain_traces").execute(pool).await?;
         sqlx::query("VACUUM ANALYZE flow_traces").execute(pool).await?;
         // Each pair is measured interleaved (same windows, same moment), so the ratio does not depend on what else
         // the machine was doing during one of them.
@@ -242,7 +249,7 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         compression(server, cutoff, report).await?;
         let [plain, compressed] =
             range_aggregate_p50(server, &ranges, sizes, ["bench_plain_traces", "flow_traces"]).await?;
-        sqlx::query("DROP TABLE bench_plain_traces").execute(pool).await?;
+        sqlx::query("DROP TABLE bench_plain_traces, bench_plain_sessions").execute(pool).await?;
         report.add(
             "reads",
             "1-hour range aggregate p50, plain table (same time index) vs hypertable: as ingested / compressed",
@@ -269,6 +276,24 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         report.add("reads", "hypertable vs plain table", "n/a (plain mode)".into(), ">= 10x", None);
         report.add("storage", "compression", "n/a (plain mode)".into(), ">= 90% smaller", None);
     }
+    Ok(())
+}
+
+/// Plain tables holding the hypertables' rows, with the hypertables' indexes that the compared queries can use:
+/// the time index (range aggregates) and the workflow indexes (analytics computed from raw rows).
+async fn plain_copies(server: &Server) -> anyhow::Result<()> {
+    sqlx::raw_sql(
+        "CREATE TABLE bench_plain_traces (LIKE flow_traces INCLUDING DEFAULTS);
+         INSERT INTO bench_plain_traces SELECT * FROM flow_traces;
+         CREATE INDEX ON bench_plain_traces (timestamp DESC);
+         CREATE INDEX ON bench_plain_traces (workflow_id, timestamp, seq);
+         CREATE TABLE bench_plain_sessions (LIKE flow_trace_sessions INCLUDING DEFAULTS);
+         CREATE INDEX ON bench_plain_sessions (start_time DESC, id DESC);
+         CREATE INDEX ON bench_plain_sessions (workflow_id, start_time DESC);",
+    )
+    .execute(server.store.pool())
+    .await?;
+    sqlx::query("VACUUM ANALYZE bench_plain_traces").execute(server.store.pool()).await?;
     Ok(())
 }
 
