@@ -18,6 +18,7 @@ mod m20261203_000010_edge_stats;
 mod m20261203_000011_aggregate_refreshes;
 mod m20261203_000012_duration_histograms;
 mod m20261203_000013_caller_scope;
+mod m20261203_000014_index_audit;
 pub mod mode;
 pub mod policies;
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000011_aggregate_refreshes::Migration),
             Box::new(m20261203_000012_duration_histograms::Migration),
             Box::new(m20261203_000013_caller_scope::Migration),
+            Box::new(m20261203_000014_index_audit::Migration),
         ]
     }
 }
