@@ -148,17 +148,26 @@ pub struct Store {
     following: Option<Arc<AtomicU64>>,
 }
 
-/// The two pools of one server: for every-row reads and writes, and for limited callers (`scope`).
+/// The pools of one server: for every-row reads and writes, and for limited callers (`scope`). Of the first, a few
+/// connections form a pool of their own (`hot`) that every-row reads take first while one is free.
 #[derive(Clone)]
 pub(crate) struct Pools {
     plain: PgPool,
     scoped: PgPool,
+    hot: Option<PgPool>,
 }
+
+/// Connections of the `hot` pool, when the pool has at least four times as many.
+const HOT_CONNECTIONS: u32 = 2;
 
 impl Pools {
     /// Connects lazily: the server starts (and stays up) while the database is down, and requests fail fast.
     fn connect_lazy(url: &str, max_connections: u32) -> StoreResult<Pools> {
-        let plain = pool_options(max_connections).connect_lazy(url)?;
+        let hot = (max_connections >= 4 * HOT_CONNECTIONS)
+            .then(|| pool_options(HOT_CONNECTIONS).connect_lazy(url))
+            .transpose()?;
+        let rest = max_connections - hot.as_ref().map_or(0, |_| HOT_CONNECTIONS);
+        let plain = pool_options(rest).connect_lazy(url)?;
         let scoped = pool_options(max_connections)
             .after_connect(|conn, _| {
                 Box::pin(async move {
@@ -167,10 +176,26 @@ impl Pools {
                 })
             })
             .connect_lazy(url)?;
-        Ok(Pools { plain, scoped })
+        Ok(Pools { plain, scoped, hot })
+    }
+
+    /// A connection for a read of every row. sqlx hands out the connection idle longest: after a burst has opened
+    /// many, each request in a quiet spell would land on another backend whose caches have gone cold, costing the
+    /// database more per query. Reads go to the few `hot` connections while one is free (or not yet opened), so at
+    /// low load they run on warm backends; under load the rest take the overflow.
+    async fn reader(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, sqlx::Error> {
+        if let Some(hot) = &self.hot
+            && (hot.num_idle() > 0 || hot.size() < HOT_CONNECTIONS)
+        {
+            return hot.acquire().await;
+        }
+        self.plain.acquire().await
     }
 
     async fn close(&self) {
+        if let Some(hot) = &self.hot {
+            hot.close().await;
+        }
         self.scoped.close().await;
         self.plain.close().await;
     }
@@ -326,6 +351,10 @@ impl Store {
 
     async fn all<M: Row>(&self, sql: Sql) -> StoreResult<Vec<M>> {
         if self.scope.is_none() {
+            if self.replicas.is_none() {
+                let mut conn = self.primary.reader().await?;
+                return Ok(sql.query_as()?.fetch_all(&mut *conn).await?);
+            }
             return Ok(sql.query_as()?.fetch_all(&self.read_pool().await).await?);
         }
         let mut tx = self.read_tx().await?;
