@@ -353,7 +353,10 @@ impl Store {
         if self.scope.is_none() {
             if self.replicas.is_none() {
                 let mut conn = self.primary.reader().await?;
-                return Ok(sql.query_as()?.fetch_all(&mut *conn).await?);
+                let rows = sql.query_as()?.fetch_all(&mut *conn).await;
+                // Back in the pool now, not from a task spawned on drop: the next read finds it idle.
+                conn.return_to_pool().await;
+                return Ok(rows?);
             }
             return Ok(sql.query_as()?.fetch_all(&self.read_pool().await).await?);
         }

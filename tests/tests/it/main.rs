@@ -28,6 +28,7 @@ mod multipart;
 mod node_status;
 mod percentiles;
 mod persisted_queries;
+mod pools;
 mod process;
 mod queries;
 mod redaction;
