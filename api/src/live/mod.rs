@@ -38,10 +38,8 @@ use crate::store::notify::Wakeup;
 use crate::store::replicas::Position;
 use crate::store::time_travel::RowMark;
 
-/// How many signals a subscriber may fall behind before it is told it lagged (and re-reads by cursor, so nothing is
-/// lost). Each followed session has a channel of its own and the channel allocates every slot up front: 1 024 slots
-/// were most of a server's memory with 10 000 sessions followed.
-const SIGNAL_BUFFER: usize = 64;
+/// How many signals a subscriber may fall behind before it is told it lagged (and re-reads by cursor).
+const SIGNAL_BUFFER: usize = 1024;
 
 /// Items a stream reads ahead of its consumer: the bounded buffer between its reader and, say, a socket writer.
 const SUBSCRIBER_BUFFER: usize = 256;
