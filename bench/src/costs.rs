@@ -7,13 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::Duration;
+use flowtrace::store::sessions::SESSION_COLUMNS;
 use flowtrace::store::traces::TRACE_COLUMNS;
 use serde_json::{Value, json};
+use sqlx::PgPool;
 
 use crate::Sizes;
 use crate::reads::{Dataset, generate};
 use crate::report::{Report, percentiles};
-use crate::server::Server;
+use crate::server::{Client, Server};
 
 /// One read: the GraphQL request and the statement it is measured against.
 struct Read {
@@ -25,6 +27,19 @@ struct Read {
     param: fn(&Dataset, usize) -> String,
 }
 
+impl Read {
+    /// Run `i` through the API.
+    async fn api(&self, client: &Client, data: &Dataset, i: usize) -> anyhow::Result<()> {
+        client.read(self.query, (self.variables)(data, i)).await
+    }
+
+    /// Run `i` as the one statement.
+    async fn direct(&self, pool: &PgPool, data: &Dataset, i: usize) -> anyhow::Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(self.sql.clone())).bind((self.param)(data, i)).fetch_all(pool).await?;
+        Ok(())
+    }
+}
+
 fn session(data: &Dataset, i: usize) -> String {
     data.sessions[(i * 7919) % data.sessions.len()].0.clone()
 }
@@ -34,9 +49,6 @@ fn workflow(data: &Dataset, i: usize) -> String {
 }
 
 fn reads() -> Vec<Read> {
-    let session_columns = "id, start_time, workflow_id, workflow_version_id, workflow_name, user_id, end_time, status,
-        total_traces, success_count, error_count, warning_count, total_data_size, total_duration, timed_traces,
-        metadata, created_at, updated_at";
     vec![
         Read {
             name: "sessions(filter: {workflowId}, first: 50)",
@@ -44,7 +56,7 @@ fn reads() -> Vec<Read> {
                 edges { node { id startTime status summary { totalTraces } } } } }",
             variables: |d, i| json!({ "w": workflow(d, i) }),
             sql: format!(
-                "SELECT {session_columns} FROM flow_trace_sessions WHERE workflow_id = $1
+                "SELECT {SESSION_COLUMNS} FROM flow_trace_sessions WHERE workflow_id = $1
                  ORDER BY start_time DESC, id DESC LIMIT 51"
             ),
             param: workflow,
@@ -66,7 +78,7 @@ fn reads() -> Vec<Read> {
                 data { payload } } } } } }",
             variables: |d, i| json!({ "s": session(d, i) }),
             sql: format!(
-                "SELECT s.*, t.* FROM (SELECT {session_columns} FROM flow_trace_sessions WHERE id = $1) s
+                "SELECT s.*, t.* FROM (SELECT {SESSION_COLUMNS} FROM flow_trace_sessions WHERE id = $1) s
                  LEFT JOIN LATERAL (SELECT {TRACE_COLUMNS} FROM flow_traces WHERE session_id = s.id
                      ORDER BY timestamp, seq LIMIT 21) t ON TRUE"
             ),
@@ -186,22 +198,9 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
     let runs = if sizes.quick { 50 } else { 2_000 };
     for read in reads() {
         let read = Arc::new(read);
-        let api = measure(server, runs, true, |i| {
-            let (read, data) = (read.clone(), data.clone());
-            async move { server.read(read.query, (read.variables)(&data, i)).await }
-        })
-        .await?;
-        let direct = measure(server, runs, false, |i| {
-            let (read, data) = (read.clone(), data.clone());
-            async move {
-                sqlx::query(sqlx::AssertSqlSafe(read.sql.clone()))
-                    .bind((read.param)(&data, i))
-                    .fetch_all(server.store.pool())
-                    .await?;
-                Ok(())
-            }
-        })
-        .await?;
+        let (client, pool) = (server.client(), server.store.pool().clone());
+        let api = measure(server, runs, true, |i| read.api(&client, &data, i)).await?;
+        let direct = measure(server, runs, false, |i| read.direct(&pool, &data, i)).await?;
         report.add(
             "costs",
             &format!("{}: API wall p50/p99, database per request (statements), server CPU per request", read.name),
@@ -243,19 +242,16 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
         }
 
         let secs = if sizes.quick { 1.0 } else { 10.0 };
-        let (r, d, s) = (read.clone(), data.clone(), server.client());
+        let (r, d, c) = (read.clone(), data.clone(), client.clone());
         let api_rate = throughput(secs, move |i| {
-            let (r, d, s) = (r.clone(), d.clone(), s.clone());
-            async move { s.read(r.query, (r.variables)(&d, i)).await }
+            let (r, d, c) = (r.clone(), d.clone(), c.clone());
+            async move { r.api(&c, &d, i).await }
         })
         .await?;
-        let (r, d, pool) = (read.clone(), data.clone(), server.store.pool().clone());
+        let (r, d, p) = (read.clone(), data.clone(), pool.clone());
         let direct_rate = throughput(secs, move |i| {
-            let (r, d, pool) = (r.clone(), d.clone(), pool.clone());
-            async move {
-                sqlx::query(sqlx::AssertSqlSafe(r.sql.clone())).bind((r.param)(&d, i)).fetch_all(&pool).await?;
-                Ok(())
-            }
+            let (r, d, p) = (r.clone(), d.clone(), p.clone());
+            async move { r.direct(&p, &d, i).await }
         })
         .await?;
         report.add(

@@ -52,7 +52,7 @@ impl SessionFilter {
     }
 }
 
-pub(super) const SESSION_COLUMNS: &str =
+pub const SESSION_COLUMNS: &str =
     "id, start_time, workflow_id, workflow_version_id, workflow_name, user_id, end_time, status,
     total_traces, success_count, error_count, warning_count, total_data_size, total_duration, timed_traces,
     metadata, created_at, updated_at";
