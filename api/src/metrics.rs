@@ -62,7 +62,6 @@ fn describe() {
         ("flowtrace_graphql_errors_total", "GraphQL errors by extensions.code"),
         ("flowtrace_live_reads_total", "Reads of new rows made for live subscribers"),
         ("flowtrace_live_catchup_pages_total", "Pages read by subscriptions catching up from a cursor"),
-        ("flowtrace_live_lagged_total", "Times a subscriber fell behind the wake-ups and read by cursor instead"),
         ("flowtrace_live_notifications_total", "pg_notify wake-ups received by the LISTEN connection"),
         ("flowtrace_live_listener_reconnects_total", "Reconnects of the LISTEN connection"),
         ("flowtrace_webhook_deliveries_total", "Webhook deliveries (outcome: delivered or given_up)"),

@@ -1,29 +1,28 @@
 //! How a stream catches up and then stays live: the one loop every live stream runs (backfill, then live).
 //!
 //! Read what follows the cursor, a page at a time, until a read says there is nothing more; then wait for a wake-up
-//! that announces something this stream has not read, a resync (the listener reconnected, or this stream fell
-//! behind the wake-ups) or the safety poll; read again. A source moves its cursor only past what it returned, so a
+//! that announces something this stream has not read, a resync (the listener reconnected) or the safety poll; read
+//! again. A source moves its cursor only past what it returned, so a
 //! missed wake-up delays rows, never loses them; a failed read (the database is down) is retried after a pause.
 
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
-use super::{SAFETY_POLL, Signal};
+use super::{Announced, SAFETY_POLL};
 use crate::store::StoreResult;
-use crate::store::notify::Wakeup;
 
 /// What a live stream reads, and where its cursor is.
 pub(super) trait Source: Send + Sync + 'static {
     type Item: Send + 'static;
 
-    /// Reads what follows the cursor and moves the cursor past it. `woken_for` is the `seq` the latest relevant
-    /// wake-up announced (0 when woken for another reason).
-    fn read(&mut self, woken_for: i64) -> impl Future<Output = StoreResult<Batch<Self::Item>>> + Send;
+    /// Reads what follows the cursor and moves the cursor past it. `announced`: what had been announced when it was
+    /// woken.
+    fn read(&mut self, announced: &Announced) -> impl Future<Output = StoreResult<Batch<Self::Item>>> + Send;
 
-    /// Whether a wake-up announces something this source has not read.
-    fn wants(&self, wakeup: &Wakeup) -> bool;
+    /// Whether the announcements, having moved from `before` to `now`, tell of something this source has not read.
+    fn wants(&self, now: &Announced, before: &Announced) -> bool;
 }
 
 pub(super) struct Batch<T> {
@@ -34,11 +33,11 @@ pub(super) struct Batch<T> {
 
 /// The stream of a source's items, first what is stored after its cursor, then what commits later. Ends when the
 /// `Live` hub is gone.
-pub(super) fn run<S: Source>(mut source: S, mut signals: broadcast::Receiver<Signal>) -> impl Stream<Item = S::Item> {
+pub(super) fn run<S: Source>(mut source: S, mut signals: watch::Receiver<Announced>) -> impl Stream<Item = S::Item> {
     async_stream::stream! {
-        let mut woken_for = 0;
+        let mut seen = *signals.borrow_and_update();
         loop {
-            match source.read(woken_for).await {
+            match source.read(&seen).await {
                 Ok(batch) => {
                     for item in batch.items {
                         yield item;
@@ -53,33 +52,36 @@ pub(super) fn run<S: Source>(mut source: S, mut signals: broadcast::Receiver<Sig
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
-            match wait_for(&mut signals, |w| source.wants(w)).await {
-                Some(seq) => woken_for = seq,
-                None => break,
+            if !wait_for(&mut signals, &mut seen, |now, before| source.wants(now, before)).await {
+                break;
             }
         }
     }
 }
 
-/// Waits until a signal passes `wanted`, the receiver lagged or was told to resync, or the safety poll is due.
-/// Returns the `seq` the wanted wake-up announced (0 when woken for another reason: read whatever is there), or
-/// `None` when the hub is gone.
-async fn wait_for(rx: &mut broadcast::Receiver<Signal>, wanted: impl Fn(&Wakeup) -> bool) -> Option<i64> {
+/// Waits until the announcements move past `seen` in a way `wanted` cares for, a resync is asked for, or the safety
+/// poll is due; `seen` becomes the latest announcement. Returns false when the hub is gone.
+async fn wait_for(
+    rx: &mut watch::Receiver<Announced>,
+    seen: &mut Announced,
+    wanted: impl Fn(&Announced, &Announced) -> bool,
+) -> bool {
     let deadline = tokio::time::sleep(SAFETY_POLL);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            signal = rx.recv() => match signal {
-                Ok(Signal::Wakeup(w)) if wanted(&w) => return Some(w.seq),
-                Ok(Signal::Wakeup(_)) => continue,
-                Ok(Signal::Resync) => return Some(0),
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    metrics::counter!("flowtrace_live_lagged_total").increment(1);
-                    return Some(0);
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return false;
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            },
-            _ = &mut deadline => return Some(0),
+                let now = *rx.borrow_and_update();
+                let wake = now.resyncs != seen.resyncs || wanted(&now, seen);
+                *seen = now;
+                if wake {
+                    return true;
+                }
+            }
+            _ = &mut deadline => return true,
         }
     }
 }

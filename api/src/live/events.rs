@@ -2,10 +2,9 @@
 
 use entity::event;
 
-use super::PAGE;
 use super::catch_up::{Batch, Source};
+use super::{Announced, PAGE};
 use crate::domain::EventType;
-use crate::store::notify::{Kind, Wakeup};
 use crate::store::{Store, StoreResult};
 
 pub(super) struct Events {
@@ -19,7 +18,7 @@ pub(super) struct Events {
 impl Source for Events {
     type Item = event::Model;
 
-    async fn read(&mut self, _woken_for: i64) -> StoreResult<Batch<event::Model>> {
+    async fn read(&mut self, _: &Announced) -> StoreResult<Batch<event::Model>> {
         let rows = self.store.events_after(&self.session_id, &self.types, self.cursor, PAGE).await?;
         if let Some(last) = rows.last() {
             self.cursor = last.seq;
@@ -28,7 +27,7 @@ impl Source for Events {
         Ok(Batch { items: rows, more })
     }
 
-    fn wants(&self, w: &Wakeup) -> bool {
-        w.kind == Kind::Event && w.session_id == self.session_id && w.seq > self.cursor
+    fn wants(&self, now: &Announced, before: &Announced) -> bool {
+        now.events > before.events && now.events > self.cursor
     }
 }

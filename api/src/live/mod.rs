@@ -2,13 +2,14 @@
 //! webhooks alike.
 //!
 //! - `listener`: one LISTEN connection per process turns `store::notify` wake-ups into in-process signals.
-//! - `Live` (here): fans the signals out to the subscribers of the session or workflow they concern.
+//! - `Live` (here): keeps, per followed session or workflow, what has been announced so far, and wakes its
+//!   subscribers when that moves.
 //! - `catch_up`: the one loop every stream runs: read by cursor until caught up, then wait for a wake-up.
 //! - `traces`, `events`, `session_changes`, `session_state`: what each stream reads and how its cursor moves.
 //! - `replay`: stored traces played back at their recorded pace.
 //!
-//! A notification is never the data, so nothing is lost when one is missed: a lagging subscriber, or all of them
-//! after the listener reconnects, simply reads again from its cursor.
+//! A notification is never the data, so nothing is lost when one is missed: a subscriber compares the latest
+//! announcement with its cursor, and after the listener reconnects every subscriber reads again from its cursor.
 
 mod catch_up;
 mod events;
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use entity::{event, trace};
 use futures::{Stream, StreamExt};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 pub use replay::replay;
@@ -34,12 +35,9 @@ pub use session_changes::{ChangeBatch, SessionUpdate};
 use crate::domain::EventType;
 use crate::store::Store;
 use crate::store::live::Follow;
-use crate::store::notify::Wakeup;
+use crate::store::notify::{Kind, Wakeup};
 use crate::store::replicas::Position;
 use crate::store::time_travel::RowMark;
-
-/// How many signals a subscriber may fall behind before it is told it lagged (and re-reads by cursor).
-const SIGNAL_BUFFER: usize = 1024;
 
 /// Items a stream reads ahead of its consumer: the bounded buffer between its reader and, say, a socket writer.
 const SUBSCRIBER_BUFFER: usize = 256;
@@ -57,12 +55,38 @@ enum Signal {
     Resync,
 }
 
-/// The in-process fan-out of wake-ups, one bounded broadcast channel per followed session or workflow (or all), so a
-/// commit wakes the subscribers of its session and workflow, not every subscriber of the process; and the trace
+/// What has been announced for one followed session or workflow (or all) so far: the highest `seq` each kind of
+/// wake-up carried, and how many resyncs were asked for. Subscribers compare it with what they have read. Holding
+/// only the latest values, a followed topic costs the same however many commits its subscribers are behind, and
+/// none of them can fall behind the announcements.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Announced {
+    traces: i64,
+    events: i64,
+    sessions: i64,
+    resyncs: u64,
+}
+
+impl Announced {
+    /// Takes a wake-up in; whether anything moved.
+    fn raise(&mut self, wakeup: &Wakeup) -> bool {
+        let highest = match wakeup.kind {
+            Kind::Trace => &mut self.traces,
+            Kind::Event => &mut self.events,
+            Kind::Session => &mut self.sessions,
+        };
+        let moved = wakeup.seq > *highest;
+        *highest = (*highest).max(wakeup.seq);
+        moved
+    }
+}
+
+/// The in-process fan-out of wake-ups, one watch channel of `Announced` per followed session or workflow (or all), so
+/// a commit wakes the subscribers of its session and workflow, not every subscriber of the process; and the trace
 /// reads in flight, which subscribers woken by the same commit share.
 #[derive(Clone, Default)]
 pub struct Live {
-    topics: Arc<Mutex<HashMap<Follow, broadcast::Sender<Signal>>>>,
+    topics: Arc<Mutex<HashMap<Follow, watch::Sender<Announced>>>>,
     shared_reads: traces::SharedReads,
     /// With read replicas: the primary's WAL position at or after every commit whose wake-up has been dispatched.
     /// Every live read must see that far (`Store::following`), so a replica that has not replayed a commit yet is
@@ -140,9 +164,9 @@ impl Live {
         detach(catch_up::run(session_state::SessionState { store, session_id, mark: after, known: None }, signals))
     }
 
-    fn subscribe(&self, follow: Follow) -> broadcast::Receiver<Signal> {
+    fn subscribe(&self, follow: Follow) -> watch::Receiver<Announced> {
         let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-        topics.entry(follow).or_insert_with(|| broadcast::channel(SIGNAL_BUFFER).0).subscribe()
+        topics.entry(follow).or_insert_with(|| watch::channel(Announced::default()).0).subscribe()
     }
 
     /// Passes a signal to the follows it concerns (a resync to all), and forgets follows nobody listens to any more.
@@ -155,13 +179,13 @@ impl Live {
                     [Follow::Session(w.session_id.clone()), Follow::Workflow(w.workflow_id.clone()), Follow::All]
                 {
                     if let Some(sender) = topics.get(&follow) {
-                        let _ = sender.send(signal.clone());
+                        sender.send_if_modified(|announced| announced.raise(w));
                     }
                 }
             }
             Signal::Resync => {
                 for sender in topics.values() {
-                    let _ = sender.send(Signal::Resync);
+                    sender.send_modify(|announced| announced.resyncs += 1);
                 }
             }
         }
@@ -191,4 +215,48 @@ fn detach<T: Send + 'static>(stream: impl Stream<Item = T> + Send + 'static) -> 
         }
     });
     ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wakeup(kind: Kind, session: &str, seq: i64) -> Signal {
+        Signal::Wakeup(Wakeup { kind, session_id: session.into(), workflow_id: "w".into(), seq })
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_does_not_look_sees_only_the_latest_announcement() {
+        let live = Live::default();
+        let mut session = live.subscribe(Follow::Session("a".into()));
+        let mut workflow = live.subscribe(Follow::Workflow("w".into()));
+        for seq in 1..=100_000 {
+            live.dispatch(wakeup(Kind::Trace, if seq % 2 == 0 { "a" } else { "b" }, seq));
+        }
+        live.dispatch(wakeup(Kind::Event, "a", 7));
+        // An older wake-up (another connection's notification arriving late) moves nothing.
+        live.dispatch(wakeup(Kind::Trace, "a", 5));
+        assert!(session.has_changed().unwrap_or(false));
+        let now = *session.borrow_and_update();
+        assert_eq!((now.traces, now.events, now.sessions, now.resyncs), (100_000, 7, 0, 0));
+        assert_eq!(workflow.borrow_and_update().traces, 100_000);
+        live.dispatch(wakeup(Kind::Trace, "a", 99_998));
+        assert!(!session.has_changed().unwrap_or(true), "a wake-up below the announced seq wakes nobody");
+        live.dispatch(Signal::Resync);
+        assert_eq!(session.borrow_and_update().resyncs, 1);
+        assert_eq!(workflow.borrow_and_update().resyncs, 1);
+    }
+
+    #[tokio::test]
+    async fn a_topic_is_forgotten_when_its_last_subscriber_goes() {
+        let live = Live::default();
+        let first = live.subscribe(Follow::Session("a".into()));
+        let second = live.subscribe(Follow::Session("a".into()));
+        drop(first);
+        live.dispatch(wakeup(Kind::Trace, "a", 1));
+        assert_eq!(live.topics.lock().map(|t| t.len()).unwrap_or(0), 1);
+        drop(second);
+        live.dispatch(wakeup(Kind::Trace, "a", 2));
+        assert_eq!(live.topics.lock().map(|t| t.len()).unwrap_or(1), 0);
+    }
 }

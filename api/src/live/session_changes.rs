@@ -7,11 +7,11 @@
 
 use entity::session;
 
+use super::Announced;
 use super::catch_up::{Batch, Source};
 use crate::store::Store;
 use crate::store::StoreResult;
 use crate::store::live::{Follow, SessionChange};
-use crate::store::notify::{Kind, Wakeup};
 
 /// One change and the session as it is now (read just after the change was found).
 #[derive(Clone, Debug)]
@@ -37,7 +37,7 @@ pub(super) struct SessionChanges {
 impl Source for SessionChanges {
     type Item = ChangeBatch;
 
-    async fn read(&mut self, _woken_for: i64) -> StoreResult<Batch<ChangeBatch>> {
+    async fn read(&mut self, _: &Announced) -> StoreResult<Batch<ChangeBatch>> {
         let (changes, mark) = self.store.session_changes_since(&self.mark, &self.follow).await?;
         let sessions = if changes.is_empty() {
             Default::default()
@@ -57,7 +57,7 @@ impl Source for SessionChanges {
         Ok(Batch { items: vec![ChangeBatch { updates, mark }], more: false })
     }
 
-    fn wants(&self, w: &Wakeup) -> bool {
-        w.kind == Kind::Session && self.follow.concerns(w)
+    fn wants(&self, now: &Announced, before: &Announced) -> bool {
+        now.sessions != before.sessions
     }
 }

@@ -8,10 +8,10 @@
 
 use std::collections::HashMap;
 
+use super::Announced;
 use super::catch_up::{Batch, Source};
 use crate::domain::SessionStatus;
 use crate::store::cursor::{decode_tagged, encode_tagged};
-use crate::store::notify::Wakeup;
 use crate::store::time_travel::{AsOf, NodeState, RowMark, WorkflowState};
 use crate::store::{Store, StoreResult};
 
@@ -108,7 +108,7 @@ fn changes(before: &Known, now: &WorkflowState) -> Vec<Change> {
 impl Source for SessionState {
     type Item = StateUpdate;
 
-    async fn read(&mut self, _woken_for: i64) -> StoreResult<Batch<StateUpdate>> {
+    async fn read(&mut self, _: &Announced) -> StoreResult<Batch<StateUpdate>> {
         let Some((mark, session)) = self.store.row_mark(&self.session_id).await? else {
             // Deleted (retention) while followed: nothing more will change.
             return Ok(Batch { items: Vec::new(), more: false });
@@ -152,7 +152,7 @@ impl Source for SessionState {
         Ok(Batch { items, more: false })
     }
 
-    fn wants(&self, w: &Wakeup) -> bool {
-        w.session_id == self.session_id
+    fn wants(&self, now: &Announced, before: &Announced) -> bool {
+        (now.traces, now.events, now.sessions) != (before.traces, before.events, before.sessions)
     }
 }

@@ -8,10 +8,9 @@ use entity::trace;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
-use super::PAGE;
 use super::catch_up::{Batch, Source};
+use super::{Announced, PAGE};
 use crate::store::live::Follow;
-use crate::store::notify::{Kind, Wakeup};
 use crate::store::scope::Scope;
 use crate::store::{Store, StoreResult};
 
@@ -34,7 +33,7 @@ impl Traces {
 impl Source for Traces {
     type Item = trace::Model;
 
-    async fn read(&mut self, woken_for: i64) -> StoreResult<Batch<trace::Model>> {
+    async fn read(&mut self, announced: &Announced) -> StoreResult<Batch<trace::Model>> {
         let fresh = std::mem::take(&mut self.fresh);
         let rows = if fresh {
             self.store.traces_after(&self.follow, self.cursor, PAGE).await.map(Arc::<[_]>::from)?
@@ -49,14 +48,14 @@ impl Source for Traces {
             true
         } else {
             // Joined a read under way that may predate the commit we were woken for: one read of our own settles it.
-            self.fresh = self.cursor < woken_for && !fresh;
+            self.fresh = self.cursor < announced.traces && !fresh;
             self.fresh
         };
         Ok(Batch { items: rows.to_vec(), more })
     }
 
-    fn wants(&self, w: &Wakeup) -> bool {
-        w.kind == Kind::Trace && w.seq > self.cursor && self.follow.concerns(w)
+    fn wants(&self, now: &Announced, before: &Announced) -> bool {
+        now.traces > before.traces && now.traces > self.cursor
     }
 }
 

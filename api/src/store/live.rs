@@ -4,7 +4,6 @@
 use entity::{event, trace};
 
 use super::events::EVENT_COLUMNS;
-use super::notify::Wakeup;
 use super::traces::TRACE_COLUMNS;
 use super::{Sql, Store, StoreError, StoreResult};
 use crate::domain::{EventType, SessionStatus};
@@ -16,17 +15,6 @@ pub enum Follow {
     Workflow(String),
     /// Every workflow's (session changes only: trace and event `seq` are ordered within a workflow).
     All,
-}
-
-impl Follow {
-    /// Whether a wake-up is about rows of this follow.
-    pub fn concerns(&self, wakeup: &Wakeup) -> bool {
-        match self {
-            Follow::Session(id) => wakeup.session_id == *id,
-            Follow::Workflow(id) => wakeup.workflow_id == *id,
-            Follow::All => true,
-        }
-    }
 }
 
 impl Store {

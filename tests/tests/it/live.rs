@@ -265,7 +265,7 @@ async fn a_subscriber_that_stops_reading_still_gets_everything_later() {
     let mut slow = WsClient::connect(&app.base, TRANSPORT_WS, json!({})).await;
     slow.subscribe(TRACES_SUB, json!({ "s": s })).await;
     let rss_before = rss_kib();
-    // Far more than the signal buffer and a page: the server must read by cursor, not queue.
+    // Twenty commits of a page each while it does not read: the server must read by cursor, not queue.
     for round in 0..20 {
         record(&app, s, batch(round * 500, 500)).await;
     }
