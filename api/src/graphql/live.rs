@@ -2,6 +2,8 @@
 //! replay of stored traces at their original pace. How each stream catches up and stays live is `crate::live`'s;
 //! here are the arguments, the start-up checks and the mapping to GraphQL types.
 
+use std::sync::Arc;
+
 use async_graphql::connection::{Edge, EmptyFields};
 use async_graphql::{Context, ID, Subscription as SubscriptionObject};
 use chrono::{DateTime, Utc};
@@ -63,7 +65,9 @@ impl Subscription {
             (None, _) => 0,
         };
         let traces = live(ctx).traces(store, follow, after);
-        Ok(counted("traces", traces.map(|row| Edge::new(trace_cursor(&row), Trace(row)))))
+        // A row shared with other subscribers of the session is copied only now, as it is sent.
+        let edges = traces.map(|row| Edge::new(trace_cursor(&row), Trace(Arc::unwrap_or_clone(row))));
+        Ok(counted("traces", edges))
     }
 
     /// Events of a session as they are committed: every stored one first, then live ones, optionally only of the

@@ -122,7 +122,7 @@ impl Live {
     }
 
     /// Traces of a session or workflow with `seq` above `after`: the stored ones, then each as it commits.
-    pub fn traces(&self, store: Store, follow: Follow, after: i64) -> ReceiverStream<trace::Model> {
+    pub fn traces(&self, store: Store, follow: Follow, after: i64) -> ReceiverStream<Arc<trace::Model>> {
         let signals = self.subscribe(follow.clone());
         let source = traces::Traces::new(self.reader(store), self.shared_reads.clone(), follow, after);
         detach(catch_up::run(source, signals))

@@ -31,12 +31,13 @@ impl Traces {
 }
 
 impl Source for Traces {
-    type Item = trace::Model;
+    /// Shared, not copied: the subscribers woken by one commit hold the same rows while they wait to be sent.
+    type Item = Arc<trace::Model>;
 
-    async fn read(&mut self, announced: &Announced) -> StoreResult<Batch<trace::Model>> {
+    async fn read(&mut self, announced: &Announced) -> StoreResult<Batch<Arc<trace::Model>>> {
         let fresh = std::mem::take(&mut self.fresh);
         let rows = if fresh {
-            self.store.traces_after(&self.follow, self.cursor, PAGE).await.map(Arc::<[_]>::from)?
+            shared_rows(self.store.traces_after(&self.follow, self.cursor, PAGE).await?)
         } else {
             self.shared.read(&self.store, &self.follow, self.cursor, PAGE).await?
         };
@@ -51,7 +52,7 @@ impl Source for Traces {
             self.fresh = self.cursor < announced.traces && !fresh;
             self.fresh
         };
-        Ok(Batch { items: rows.to_vec(), more })
+        Ok(Batch { items: rows.iter().cloned().collect(), more })
     }
 
     fn wants(&self, now: &Announced, before: &Announced) -> bool {
@@ -59,7 +60,7 @@ impl Source for Traces {
     }
 }
 
-type TraceRead = Shared<BoxFuture<'static, StoreResult<Arc<[trace::Model]>>>>;
+type TraceRead = Shared<BoxFuture<'static, StoreResult<Arc<[Arc<trace::Model>]>>>>;
 type ReadKey = (Follow, Option<Scope>, i64, i64);
 
 /// Trace reads in flight by (whose traces, read for whom, cursor, page size). Subscribers of one session are woken by
@@ -83,17 +84,27 @@ impl Drop for Done<'_> {
 impl SharedReads {
     /// `Store::traces_after`, shared with every caller asking for the same rows at the same time. A caller that
     /// joins a read already under way may get rows committed before its own wake-up only (see `Traces::fresh`).
-    async fn read(&self, store: &Store, follow: &Follow, after: i64, limit: i64) -> StoreResult<Arc<[trace::Model]>> {
+    async fn read(
+        &self,
+        store: &Store,
+        follow: &Follow,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Arc<[Arc<trace::Model>]>> {
         let key = (follow.clone(), store.scope().cloned(), after, limit);
         let read = {
             let mut reads = self.0.lock().unwrap_or_else(|e| e.into_inner());
             let read = reads.entry(key.clone()).or_insert_with(|| {
                 let (store, follow) = (store.clone(), follow.clone());
-                async move { store.traces_after(&follow, after, limit).await.map(Arc::from) }.boxed().shared()
+                async move { store.traces_after(&follow, after, limit).await.map(shared_rows) }.boxed().shared()
             });
             read.clone()
         };
         let _done = Done(self, key, read.clone());
         read.await
     }
+}
+
+fn shared_rows(rows: Vec<trace::Model>) -> Arc<[Arc<trace::Model>]> {
+    rows.into_iter().map(Arc::new).collect()
 }
