@@ -226,7 +226,7 @@ impl AnalyticsQuery {
     /// Hourly throughput, errors, durations and bytes per workflow and node, for buckets overlapping `[from, to]`,
     /// from `node_performance_hourly` (a view over the `edge_stats_hourly` aggregate, including data newer than its
     /// last refresh). A node appears in an hour when it received a trace or emitted a failed one. Its percentiles
-    /// come from the aggregate's duration histograms.
+    /// come from the aggregate's duration histograms, merged only when `percentiles` is selected.
     #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn node_performance(
         &self,
@@ -236,7 +236,11 @@ impl AnalyticsQuery {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> async_graphql::Result<Vec<NodePerformanceBucket>> {
-        let rows = store(ctx).node_performance(workflow_id.as_deref(), node_id.as_deref(), from, to).await.gql()?;
+        let percentiles = ctx.look_ahead().field("percentiles").exists();
+        let rows = store(ctx)
+            .node_performance(workflow_id.as_deref(), node_id.as_deref(), from, to, percentiles)
+            .await
+            .gql()?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 

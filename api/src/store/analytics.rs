@@ -135,6 +135,7 @@ impl Store {
         node_id: Option<&str>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
+        percentiles: bool,
     ) -> StoreResult<Vec<NodePerformanceRow>> {
         check_range(Some(from), Some(to))?;
         self.check_aggregate(workflow_id)?;
@@ -145,21 +146,29 @@ impl Store {
             let p = sql.bind(w.to_owned());
             filter.push_str(&format!(" AND workflow_id = {p}"));
         }
-        // The durations of a node are those of the traces it received, as `avg_duration`'s.
-        let histograms = merged("edge_duration_histograms_hourly", "bucket, workflow_id, target_node_id", &filter);
+        // The durations of a node are those of the traces it received, as `avg_duration`'s. Merging the histograms
+        // costs far more than the counts, so it is done only for callers who asked for percentiles.
+        let histograms = percentiles
+            .then(|| merged("edge_duration_histograms_hourly", "bucket, workflow_id, target_node_id", &filter));
         if let Some(n) = node_id {
             let p = sql.bind(n.to_owned());
             filter.push_str(&format!(" AND node_id = {p}"));
         }
-        // USING merges the join's keys, so the filter's unqualified names are the node rows' own.
-        sql.push(&format!(
-            "SELECT bucket, workflow_id, node_id, trace_count, error_count, avg_duration, max_duration,
-                total_data_size, h.histogram
-             FROM node_performance_hourly
-             LEFT JOIN (SELECT bucket, workflow_id, target_node_id AS node_id, histogram FROM ({histograms}) m) h
-                USING (bucket, workflow_id, node_id)
-             WHERE {filter}"
-        ));
+        let columns = "bucket, workflow_id, node_id, trace_count, error_count, avg_duration, max_duration, \
+            total_data_size";
+        sql.push(&match histograms {
+            // USING merges the join's keys, so the filter's unqualified names are the node rows' own.
+            Some(histograms) => format!(
+                "SELECT {columns}, h.histogram
+                 FROM node_performance_hourly
+                 LEFT JOIN (SELECT bucket, workflow_id, target_node_id AS node_id, histogram FROM ({histograms}) m) h
+                    USING (bucket, workflow_id, node_id)
+                 WHERE {filter}"
+            ),
+            None => {
+                format!("SELECT {columns}, NULL::bigint[] AS histogram FROM node_performance_hourly WHERE {filter}")
+            }
+        });
         sql.push(" ORDER BY bucket, workflow_id, node_id");
         self.all(sql).await
     }

@@ -131,6 +131,12 @@ async fn check(app: &TestApp, ins: &Inserted) -> Value {
     assert_within(&nodes["nodePerformance"][0]["percentiles"], &ins.into_c, "nodePerformance c");
     let nodes = app.ok(NODES, json!({ "w": "pct", "n": "b", "from": at(0), "to": at(3599) })).await;
     assert_within(&nodes["nodePerformance"][0]["percentiles"], &ins.into_b, "nodePerformance b");
+    // The histograms are merged only when percentiles are selected: selected through a fragment, they still are.
+    let through_fragment = "query($w: String, $n: String, $from: DateTime!, $to: DateTime!) {
+        nodePerformance(workflowId: $w, nodeId: $n, from: $from, to: $to) { nodeId ...P } }
+        fragment P on NodePerformanceBucket { percentiles { p50 p95 p99 } }";
+    let nodes = app.ok(through_fragment, json!({ "w": "pct", "n": "b", "from": at(0), "to": at(3599) })).await;
+    assert_within(&nodes["nodePerformance"][0]["percentiles"], &ins.into_b, "nodePerformance b, through a fragment");
 
     let empty = app.ok(ANALYTICS, json!({ "w": "none", "from": at(0), "to": at(3599) })).await;
     assert_eq!(empty["workflowAnalytics"]["sessions"], 0);
