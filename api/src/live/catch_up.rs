@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use futures::Stream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::{Announced, SAFETY_POLL};
 use crate::store::StoreResult;
@@ -31,30 +30,40 @@ pub(super) struct Batch<T> {
     pub more: bool,
 }
 
-/// The stream of a source's items, first what is stored after its cursor, then what commits later. Ends when the
-/// `Live` hub is gone.
-pub(super) fn run<S: Source>(mut source: S, mut signals: watch::Receiver<Announced>) -> impl Stream<Item = S::Item> {
-    async_stream::stream! {
-        let mut seen = *signals.borrow_and_update();
-        loop {
-            match source.read(&seen).await {
-                Ok(batch) => {
-                    for item in batch.items {
-                        yield item;
-                    }
-                    if batch.more {
-                        continue;
+/// Sends a source's items to `out`, first what is stored after its cursor, then what commits later. Returns when the
+/// consumer has gone or the `Live` hub is gone.
+///
+/// A read, once begun, always runs to its end, even when the consumer leaves meanwhile: abandoned halfway, a read
+/// could hand its connection back to the pool still inside its transaction (and would keep its live-read slot until
+/// it was dropped). Waits, for a wake-up or for the send buffer, end as soon as the consumer goes.
+pub(super) async fn run<S: Source>(mut source: S, mut signals: watch::Receiver<Announced>, out: mpsc::Sender<S::Item>) {
+    let mut seen = *signals.borrow_and_update();
+    loop {
+        match source.read(&seen).await {
+            Ok(batch) => {
+                for item in batch.items {
+                    if out.send(item).await.is_err() {
+                        return;
                     }
                 }
-                Err(err) => {
-                    // The database is unreachable: wait and read again instead of ending the stream.
-                    tracing::debug!(%err, "live read failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                if batch.more {
+                    continue;
                 }
             }
-            if !wait_for(&mut signals, &mut seen, |now, before| source.wants(now, before)).await {
-                break;
+            Err(err) => {
+                // The database is unreachable: wait and read again instead of ending the stream.
+                tracing::debug!(%err, "live read failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = out.closed() => return,
+                }
             }
+        }
+        tokio::select! {
+            woken = wait_for(&mut signals, &mut seen, |now, before| source.wants(now, before)) => if !woken {
+                return;
+            },
+            _ = out.closed() => return,
         }
     }
 }
@@ -83,5 +92,83 @@ async fn wait_for(
             }
             _ = &mut deadline => return true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::live::spawn_reader;
+
+    /// Reads one item per call, slowly; counts the reads begun and finished, and says when it is dropped.
+    struct Slow {
+        begun: Arc<AtomicUsize>,
+        finished: Arc<AtomicUsize>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    impl Source for Slow {
+        type Item = usize;
+
+        async fn read(&mut self, _: &Announced) -> StoreResult<Batch<usize>> {
+            let n = self.begun.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.finished.fetch_add(1, Ordering::SeqCst);
+            Ok(Batch { items: vec![n], more: n == 0 })
+        }
+
+        fn wants(&self, _: &Announced, _: &Announced) -> bool {
+            true
+        }
+    }
+
+    impl Drop for Slow {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn slow() -> (Slow, Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<AtomicBool>) {
+        let (begun, finished) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let source = Slow { begun: begun.clone(), finished: finished.clone(), dropped: dropped.clone() };
+        (source, begun, finished, dropped)
+    }
+
+    #[tokio::test]
+    async fn a_read_under_way_when_the_consumer_leaves_runs_to_its_end() {
+        let (source, begun, finished, dropped) = slow();
+        let (_hub, signals) = watch::channel(Announced::default());
+        let mut stream = spawn_reader(|out| run(source, signals, out));
+        assert_eq!(stream.next().await, Some(0));
+        // The second read (the first said there is more) is under way when the consumer goes.
+        while begun.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(stream);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(begun.load(Ordering::SeqCst), 2);
+        assert_eq!(finished.load(Ordering::SeqCst), 2, "the read was finished, not abandoned halfway");
+        assert!(dropped.load(Ordering::SeqCst), "and then the reader ended");
+    }
+
+    #[tokio::test]
+    async fn a_reader_waiting_for_a_wake_up_ends_as_soon_as_its_consumer_leaves() {
+        let (source, _, finished, dropped) = slow();
+        let (_hub, signals) = watch::channel(Announced::default());
+        let mut stream = spawn_reader(|out| run(source, signals, out));
+        assert_eq!(stream.next().await, Some(0));
+        assert_eq!(stream.next().await, Some(1));
+        // Caught up: now it waits for a wake-up (or the safety poll, seconds away).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(stream);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(dropped.load(Ordering::SeqCst), "the reader ended without waiting for the next wake-up");
+        assert_eq!(finished.load(Ordering::SeqCst), 2);
     }
 }

@@ -25,7 +25,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use entity::{event, trace};
-use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -125,7 +124,7 @@ impl Live {
     pub fn traces(&self, store: Store, follow: Follow, after: i64) -> ReceiverStream<Arc<trace::Model>> {
         let signals = self.subscribe(follow.clone());
         let source = traces::Traces::new(self.reader(store), self.shared_reads.clone(), follow, after);
-        detach(catch_up::run(source, signals))
+        spawn_reader(|out| catch_up::run(source, signals, out))
     }
 
     /// Events of a session with `seq` above `after` (of the given types; all when empty), stored then live.
@@ -138,7 +137,8 @@ impl Live {
     ) -> ReceiverStream<event::Model> {
         let signals = self.subscribe(Follow::Session(session_id.clone()));
         let store = self.reader(store);
-        detach(catch_up::run(events::Events { store, session_id, types, cursor: after }, signals))
+        let source = events::Events { store, session_id, types, cursor: after };
+        spawn_reader(|out| catch_up::run(source, signals, out))
     }
 
     /// Session starts and ends committed after `mark` (`Store::change_mark`), batch by batch with the mark each
@@ -147,7 +147,8 @@ impl Live {
         let signals = self.subscribe(follow.clone());
         // Snapshot marks from one server cannot be compared with another's replay: the primary answers these.
         let store = store.primary_only();
-        detach(catch_up::run(session_changes::SessionChanges { store, follow, mark }, signals))
+        let source = session_changes::SessionChanges { store, follow, mark };
+        spawn_reader(|out| catch_up::run(source, signals, out))
     }
 
     /// A session's node states: the whole state first, or with `after` what changed since that mark; then each
@@ -161,7 +162,8 @@ impl Live {
         let signals = self.subscribe(Follow::Session(session_id.clone()));
         // A state read on a replica behind the previous read would step back: the primary answers these.
         let store = store.primary_only();
-        detach(catch_up::run(session_state::SessionState { store, session_id, mark: after, known: None }, signals))
+        let source = session_state::SessionState { store, session_id, mark: after, known: None };
+        spawn_reader(|out| catch_up::run(source, signals, out))
     }
 
     fn subscribe(&self, follow: Follow) -> watch::Receiver<Announced> {
@@ -197,23 +199,15 @@ impl Live {
 /// The reader is polled whatever the consumer does, so a database read, once begun, always runs to completion and
 /// releases its live-read slot and pooled connection: a reader only ever waits at a full buffer, holding nothing but
 /// the rows it read. (Polled from a socket's task instead, a read that began just before a write blocked stayed
-/// suspended mid-transaction for as long as the client did not read.) The task ends when the consumer drops the
-/// stream.
-fn detach<T: Send + 'static>(stream: impl Stream<Item = T> + Send + 'static) -> ReceiverStream<T> {
+/// suspended mid-transaction for as long as the client did not read.) The reader watches `out` and returns once
+/// the consumer has dropped the stream, never in the middle of a read (see `catch_up::run`).
+pub(super) fn spawn_reader<T, R>(reader: impl FnOnce(mpsc::Sender<T>) -> R) -> ReceiverStream<T>
+where
+    T: Send + 'static,
+    R: Future<Output = ()> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        loop {
-            let item = tokio::select! {
-                item = stream.next() => item,
-                _ = tx.closed() => break,
-            };
-            let Some(item) = item else { break };
-            if tx.send(item).await.is_err() {
-                break;
-            }
-        }
-    });
+    tokio::spawn(reader(tx));
     ReceiverStream::new(rx)
 }
 
