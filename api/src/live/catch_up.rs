@@ -2,8 +2,8 @@
 //!
 //! Read what follows the cursor, a page at a time, until a read says there is nothing more; then wait for a wake-up
 //! that announces something this stream has not read, a resync (the listener reconnected) or the safety poll; read
-//! again. A source moves its cursor only past what it returned, so a
-//! missed wake-up delays rows, never loses them; a failed read (the database is down) is retried after a pause.
+//! again. A source moves its cursor only past what it returned, so a missed wake-up delays rows, never loses them; a
+//! failed read (the database is down) is retried after a pause.
 
 use std::time::Duration;
 
@@ -101,6 +101,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use futures::StreamExt;
+    use tokio_stream::wrappers::ReceiverStream;
 
     use super::*;
     use crate::live::spawn_reader;
@@ -133,19 +134,29 @@ mod tests {
         }
     }
 
-    fn slow() -> (Slow, Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<AtomicBool>) {
+    /// A reader of a `Slow` source whose first item has been received: its stream, the hub's end of its signals (kept
+    /// so the hub is not gone), and the source's counters.
+    struct Started {
+        stream: ReceiverStream<usize>,
+        _hub: watch::Sender<Announced>,
+        begun: Arc<AtomicUsize>,
+        finished: Arc<AtomicUsize>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    async fn start() -> Started {
         let (begun, finished) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let dropped = Arc::new(AtomicBool::new(false));
         let source = Slow { begun: begun.clone(), finished: finished.clone(), dropped: dropped.clone() };
-        (source, begun, finished, dropped)
+        let (hub, signals) = watch::channel(Announced::default());
+        let mut stream = spawn_reader(|out| run(source, signals, out));
+        assert_eq!(stream.next().await, Some(0));
+        Started { stream, _hub: hub, begun, finished, dropped }
     }
 
     #[tokio::test]
     async fn a_read_under_way_when_the_consumer_leaves_runs_to_its_end() {
-        let (source, begun, finished, dropped) = slow();
-        let (_hub, signals) = watch::channel(Announced::default());
-        let mut stream = spawn_reader(|out| run(source, signals, out));
-        assert_eq!(stream.next().await, Some(0));
+        let Started { stream, _hub, begun, finished, dropped } = start().await;
         // The second read (the first said there is more) is under way when the consumer goes.
         while begun.load(Ordering::SeqCst) < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -159,10 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_waiting_for_a_wake_up_ends_as_soon_as_its_consumer_leaves() {
-        let (source, _, finished, dropped) = slow();
-        let (_hub, signals) = watch::channel(Announced::default());
-        let mut stream = spawn_reader(|out| run(source, signals, out));
-        assert_eq!(stream.next().await, Some(0));
+        let Started { mut stream, _hub, finished, dropped, .. } = start().await;
         assert_eq!(stream.next().await, Some(1));
         // Caught up: now it waits for a wake-up (or the safety poll, seconds away).
         tokio::time::sleep(Duration::from_millis(100)).await;
