@@ -69,13 +69,15 @@ pub(crate) async fn generate(
         .await?;
         // The per-minute node counts that ingestion keeps (workflowStateAt reads them).
         sqlx::query(
-            "INSERT INTO flow_trace_node_minutes (session_id, node_id, minute, inputs, outputs)
-             SELECT $1, node, minute, sum(i), sum(o) FROM (
-                 SELECT target_node_id AS node, date_bin('1 minute', timestamp, TIMESTAMPTZ 'epoch') AS minute,
-                     1 AS i, 0 AS o FROM flow_traces WHERE session_id = $1
+            "INSERT INTO flow_trace_node_minutes
+                 (session_id, node_id, minute, inputs, outputs, last_input_at, last_output_at, last_error_at)
+             SELECT $1, node, date_bin('1 minute', timestamp, TIMESTAMPTZ 'epoch') AS minute, sum(i), sum(o),
+                 max(timestamp) FILTER (WHERE i = 1), max(timestamp) FILTER (WHERE o = 1),
+                 max(timestamp) FILTER (WHERE o = 1 AND status = 'ERROR')
+             FROM (
+                 SELECT target_node_id AS node, timestamp, status, 1 AS i, 0 AS o FROM flow_traces WHERE session_id = $1
                  UNION ALL
-                 SELECT source_node_id, date_bin('1 minute', timestamp, TIMESTAMPTZ 'epoch'), 0, 1
-                 FROM flow_traces WHERE session_id = $1
+                 SELECT source_node_id, timestamp, status, 0, 1 FROM flow_traces WHERE session_id = $1
              ) t GROUP BY node, minute",
         )
         .bind(&id)

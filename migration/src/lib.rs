@@ -19,6 +19,7 @@ mod m20261203_000011_aggregate_refreshes;
 mod m20261203_000012_duration_histograms;
 mod m20261203_000013_caller_scope;
 mod m20261203_000014_index_audit;
+mod m20261206_000015_node_latest;
 pub mod mode;
 pub mod policies;
 
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000012_duration_histograms::Migration),
             Box::new(m20261203_000013_caller_scope::Migration),
             Box::new(m20261203_000014_index_audit::Migration),
+            Box::new(m20261206_000015_node_latest::Migration),
         ]
     }
 }

@@ -10,6 +10,7 @@
 
 use sqlx::{Connection, PgConnection};
 
+use super::ingest::NODE_MINUTES;
 use super::{Store, StoreResult};
 
 /// Staging tables: columns in the order the source's COPY writes them, after `n`, the session's place in the import
@@ -155,19 +156,10 @@ const INSERT_TRACES: &str = "
             timed_traces = s.timed_traces + agg.timed
         FROM agg WHERE s.id = agg.session_id
         RETURNING 1
-    ),
-    minutes AS (
-        INSERT INTO flow_trace_node_minutes AS m (session_id, node_id, minute, inputs, outputs)
-        SELECT session_id, node, minute, sum(inputs), sum(outputs) FROM (
-            SELECT session_id, target_node_id AS node, date_bin('1 minute', timestamp, TIMESTAMPTZ 'epoch') AS minute,
-                1 AS inputs, 0 AS outputs FROM ins
-            UNION ALL
-            SELECT session_id, source_node_id, date_bin('1 minute', timestamp, TIMESTAMPTZ 'epoch'), 0, 1 FROM ins
-        ) t GROUP BY session_id, node, minute
-        ON CONFLICT (session_id, node_id, minute) DO UPDATE
-            SET inputs = m.inputs + excluded.inputs, outputs = m.outputs + excluded.outputs
-    )
-    SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)";
+    )";
+
+/// What the traces' CTEs count: the traces inserted and the sessions updated.
+const COUNT_TRACES: &str = "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)";
 
 const INSERT_EVENTS: &str = "
     existing AS MATERIALIZED (
@@ -194,11 +186,12 @@ pub async fn store_batch(conn: &mut PgConnection, first: i32, last: i32) -> Stor
     sqlx::query(KNOWN).bind(first).bind(last).execute(&mut *tx).await?;
     let updated = sqlx::query(UPDATE_ENDED).bind(first).bind(last).execute(&mut *tx).await?.rows_affected();
     let sessions = sqlx::query(INSERT_SESSIONS).bind(first).bind(last).execute(&mut *tx).await?.rows_affected();
-    let (traces, _): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!("WITH {CONTEXT}, {INSERT_TRACES}")))
-        .bind(first)
-        .bind(last)
-        .fetch_one(&mut *tx)
-        .await?;
+    let (traces, _): (i64, i64) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("WITH {CONTEXT}, {INSERT_TRACES}, {NODE_MINUTES} {COUNT_TRACES}")))
+            .bind(first)
+            .bind(last)
+            .fetch_one(&mut *tx)
+            .await?;
     let events: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("WITH {CONTEXT}, {INSERT_EVENTS}")))
         .bind(first)
         .bind(last)

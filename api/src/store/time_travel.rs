@@ -148,10 +148,12 @@ impl Store {
         };
         let session_status = if ended { session.status } else { SessionStatus::Running };
 
-        // Every node seen. As of a moment, counts are the whole minutes before it from flow_trace_node_minutes plus
-        // the raw traces of its own minute, so nothing grows with the number of traces in the session (migration
-        // m20261124_000006); as of a row mark, they are counted from the traces up to the mark. Latest traces and
-        // lifecycle event: one backward step each on the per-session node indexes.
+        // Every node seen, with its counts and the time of its latest input, output and failed output. As of a
+        // moment, those come from the whole minutes before it in flow_trace_node_minutes plus the raw traces of its
+        // own minute, so nothing grows with the number of traces in the session (migration m20261124_000006); as of
+        // a row mark, from the traces up to the mark. Each latest trace is then one probe of flow_traces_session_idx
+        // at that exact time (migration m20261206_000015); the latest lifecycle event, one backward step on
+        // flow_trace_events_session_node_idx.
         let mut sql = Sql::new("");
         let s = sql.bind(session.id.clone());
         let (traces_until, events_until, tail, minutes) = match as_of {
@@ -160,8 +162,8 @@ impl Store {
                     at.duration_trunc(TimeDelta::minutes(1)).map_err(|e| StoreError::BadInput(e.to_string()))?;
                 let (a, m) = (sql.bind(at), sql.bind(minute));
                 let minutes = format!(
-                    "UNION ALL SELECT node_id, inputs, outputs FROM flow_trace_node_minutes
-                     WHERE session_id = {s} AND minute < {m}"
+                    "UNION ALL SELECT node_id, inputs, outputs, last_input_at, last_output_at, last_error_at
+                     FROM flow_trace_node_minutes WHERE session_id = {s} AND minute < {m}"
                 );
                 let until = format!("timestamp <= {a}");
                 (until.clone(), until, format!("timestamp >= {m} AND timestamp <= {a}"), minutes)
@@ -171,20 +173,26 @@ impl Store {
                 (format!("seq <= {t}"), format!("seq <= {e}"), format!("seq <= {t}"), String::new())
             }
         };
-        let latest = |table: &str, column: &str, extra: &str, what: &str, order: &str| {
-            let until = if table == "flow_traces" { &traces_until } else { &events_until };
+        let latest_trace = |column: &str, at: &str, extra: &str| {
             format!(
-                "(SELECT {what} FROM {table} WHERE session_id = {s} AND {column} = n.node AND {until}{extra}
-                  ORDER BY timestamp DESC, {order}seq DESC LIMIT 1)"
+                "(SELECT seq FROM flow_traces WHERE session_id = {s} AND timestamp = c.{at} AND {column} = n.node
+                    AND {traces_until}{extra} ORDER BY seq DESC LIMIT 1)"
             )
         };
         sql.push(&format!(
             "WITH tail AS (
-                SELECT source_node_id, target_node_id FROM flow_traces WHERE session_id = {s} AND {tail}
+                SELECT timestamp, status, source_node_id, target_node_id FROM flow_traces
+                WHERE session_id = {s} AND {tail}
             ), counts AS (
-                SELECT node, sum(inputs)::bigint AS inputs, sum(outputs)::bigint AS outputs FROM (
-                    SELECT target_node_id AS node, 1 AS inputs, 0 AS outputs FROM tail
-                    UNION ALL SELECT source_node_id, 0, 1 FROM tail
+                SELECT node, sum(inputs)::bigint AS inputs, sum(outputs)::bigint AS outputs,
+                    max(last_input_at) AS last_input_at, max(last_output_at) AS last_output_at,
+                    max(last_error_at) AS last_error_at
+                FROM (
+                    SELECT target_node_id AS node, 1 AS inputs, 0 AS outputs, timestamp AS last_input_at,
+                        NULL::timestamptz AS last_output_at, NULL::timestamptz AS last_error_at
+                    FROM tail
+                    UNION ALL SELECT source_node_id, 0, 1, NULL, timestamp, CASE WHEN status = 'ERROR' THEN timestamp END
+                    FROM tail
                     {minutes}
                 ) c GROUP BY node
             ), reported AS (
@@ -193,19 +201,16 @@ impl Store {
                 SELECT node FROM counts UNION SELECT node FROM reported
             )
             SELECT n.node, COALESCE(c.inputs, 0) AS input_count, COALESCE(c.outputs, 0) AS output_count,
-                {} AS last_input_seq, {} AS last_output_seq, {} AS last_error_seq, {} AS last_lifecycle
+                {} AS last_input_seq, {} AS last_output_seq, {} AS last_error_seq,
+                (SELECT event_type FROM flow_trace_events
+                 WHERE session_id = {s} AND node_id = n.node AND {events_until}
+                    AND event_type IN ('START', 'COMPLETE', 'ERROR')
+                 -- At one instant an ERROR outranks the other lifecycle events (rule 1 of `NodeStatus`).
+                 ORDER BY timestamp DESC, event_type = 'ERROR' DESC, seq DESC LIMIT 1) AS last_lifecycle
             FROM nodes n LEFT JOIN counts c USING (node) ORDER BY n.node",
-            latest("flow_traces", "target_node_id", "", "seq", ""),
-            latest("flow_traces", "source_node_id", "", "seq", ""),
-            latest("flow_traces", "source_node_id", " AND status = 'ERROR'", "seq", ""),
-            // At one instant an ERROR outranks the other lifecycle events (rule 1 of `NodeStatus`).
-            latest(
-                "flow_trace_events",
-                "node_id",
-                " AND event_type IN ('START', 'COMPLETE', 'ERROR')",
-                "event_type",
-                "event_type = 'ERROR' DESC, "
-            ),
+            latest_trace("target_node_id", "last_input_at", ""),
+            latest_trace("source_node_id", "last_output_at", ""),
+            latest_trace("source_node_id", "last_error_at", " AND status = 'ERROR'"),
         ));
         let rows: Vec<NodeRow> = self.all(sql).await?;
         let wanted = rows.iter().flat_map(|r| [r.last_input_seq, r.last_output_seq, r.last_error_seq]).flatten();

@@ -141,17 +141,23 @@ async fn workflow_state_at_in_both_modes() {
     }
 }
 
-/// Counts as of an instant come from per-minute totals plus the raw traces of that instant's minute: they must equal a
-/// count over the raw table at every kind of instant (minute boundaries, just before and after them, on a trace),
-/// whatever order the batches came in and however often one was retried.
-async fn check_counts(app: &TestApp) {
+/// Counts and latest traces as of an instant come from per-minute rows plus the raw traces of that instant's minute:
+/// they must equal what the raw table says at every kind of instant (minute boundaries, just before and after them, on
+/// a trace), whatever order the batches came in and however often one was retried. Some traces share their instant,
+/// where the one written last is the latest.
+async fn counts_dataset(app: &TestApp) -> (Uuid, Vec<chrono::DateTime<chrono::Utc>>) {
     let s = session(app, "counts", -60).await;
-    let nodes = ["n0", "n1", "n2", "n3"];
     let mut traces: Vec<Value> = (0..240_i64)
         .map(|i| {
-            let mut t = trace(0, "SUCCESS", nodes[(i % 4) as usize], nodes[((i * 7 + 1) % 4) as usize]);
-            // 2.5 s apart: ten minutes, with traces exactly on some minute boundaries.
-            t["timestamp"] = json!((t0() + Duration::milliseconds(i * 2_500)).to_rfc3339());
+            let status = if i % 5 == 2 { "ERROR" } else { "SUCCESS" };
+            let mut t = trace(0, status, NODES[(i % 4) as usize], NODES[((i * 7 + 1) % 4) as usize]);
+            // 2.5 s apart (every sixth on its predecessor's instant): ten minutes, some traces exactly on minute
+            // boundaries.
+            let step = if i % 6 == 5 { i - 1 } else { i };
+            t["timestamp"] = json!((t0() + Duration::milliseconds(step * 2_500)).to_rfc3339());
+            if status == "ERROR" {
+                t["error"] = json!({ "message": t["id"].clone() });
+            }
             t
         })
         .collect();
@@ -167,12 +173,25 @@ async fn check_counts(app: &TestApp) {
         let m = t0() + Duration::minutes(minute);
         instants.extend([m - Duration::microseconds(1), m, m + Duration::microseconds(1), m + Duration::seconds(31)]);
     }
+    (s, instants)
+}
+
+const NODES: [&str; 4] = ["n0", "n1", "n2", "n3"];
+
+const LATEST: &str = "query($w: String!, $at: DateTime!) { workflowStateAt(workflowId: $w, at: $at) {
+    nodes { nodeId inputCount outputCount lastInput { id } lastOutput { id } lastError { message } } } }";
+
+async fn check_against_raw(app: &TestApp, s: Uuid, instants: &[chrono::DateTime<chrono::Utc>]) {
     let pool = app.db.store.pool();
-    for at in instants {
-        let state = app.ok(STATE, json!({ "w": "counts", "at": at.to_rfc3339() })).await["workflowStateAt"].clone();
-        for n in nodes {
-            let (inputs, outputs): (i64, i64) = sqlx::query_as(
-                "SELECT count(*) FILTER (WHERE target_node_id = $2), count(*) FILTER (WHERE source_node_id = $2)
+    for &at in instants {
+        let state = app.ok(LATEST, json!({ "w": "counts", "at": at.to_rfc3339() })).await["workflowStateAt"].clone();
+        for n in NODES {
+            let raw: (i64, i64, Option<String>, Option<String>, Option<String>) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE target_node_id = $2), count(*) FILTER (WHERE source_node_id = $2),
+                    (array_agg(id ORDER BY timestamp DESC, seq DESC) FILTER (WHERE target_node_id = $2))[1],
+                    (array_agg(id ORDER BY timestamp DESC, seq DESC) FILTER (WHERE source_node_id = $2))[1],
+                    (array_agg(error_message ORDER BY timestamp DESC, seq DESC)
+                        FILTER (WHERE source_node_id = $2 AND status = 'ERROR'))[1]
                  FROM flow_traces WHERE session_id = $1 AND timestamp <= $3",
             )
             .bind(s.to_string())
@@ -182,20 +201,53 @@ async fn check_counts(app: &TestApp) {
             .await
             .expect("raw counts");
             let found = state["nodes"].as_array().expect("nodes").iter().find(|x| x["nodeId"] == n);
-            let got = found.map(|x| (x["inputCount"].as_i64().expect("in"), x["outputCount"].as_i64().expect("out")));
-            let want = (inputs + outputs > 0).then_some((inputs, outputs));
+            let got = found.map(|x| {
+                let text = |v: &Value| v.as_str().map(str::to_owned);
+                (
+                    x["inputCount"].as_i64().expect("in"),
+                    x["outputCount"].as_i64().expect("out"),
+                    text(&x["lastInput"]["id"]),
+                    text(&x["lastOutput"]["id"]),
+                    text(&x["lastError"]["message"]),
+                )
+            });
+            let want = (raw.0 + raw.1 > 0).then_some(raw);
             assert_eq!(got, want, "node {n} at {at}");
         }
     }
 }
 
 #[tokio::test]
-async fn node_counts_match_the_raw_traces_at_every_instant() {
+async fn node_counts_and_latest_traces_match_the_raw_traces_at_every_instant() {
     let app = TestApp::start(Kind::Default).await;
-    check_counts(&app).await;
+    let (s, instants) = counts_dataset(&app).await;
+    check_against_raw(&app, s, &instants).await;
     if let Some(db) = try_test_db(Kind::Plain).await {
-        check_counts(&TestApp::with_db(db, Default::default()).await).await;
+        let app = TestApp::with_db(db, Default::default()).await;
+        let (s, instants) = counts_dataset(&app).await;
+        check_against_raw(&app, s, &instants).await;
     }
+}
+
+/// A database that holds traces from before the per-minute latest times (migration m20261206_000015) gets them from
+/// its traces: the answers stay those of the raw table.
+#[tokio::test]
+async fn latest_traces_are_the_same_after_the_node_minutes_migration_fills_them() {
+    use migration::MigratorTrait;
+    let app = TestApp::start(Kind::Default).await;
+    let (s, instants) = counts_dataset(&app).await;
+    migration::Migrator::down(app.db.store.orm(), Some(1)).await.expect("down one");
+    let filled: i64 = app.scalar_i64("SELECT count(*) FROM flow_trace_node_minutes").await;
+    assert!(filled > 0, "minute rows stay when their latest times go");
+    migration::Migrator::up(app.db.store.orm(), None).await.expect("up again");
+    let unfilled = app
+        .scalar_i64(
+            "SELECT count(*) FROM flow_trace_node_minutes
+             WHERE (inputs > 0 AND last_input_at IS NULL) OR (outputs > 0 AND last_output_at IS NULL)",
+        )
+        .await;
+    assert_eq!(unfilled, 0, "every minute row has its latest times");
+    check_against_raw(&app, s, &instants).await;
 }
 
 const TIMELINE: &str = "query($s: ID!, $b: Int!, $from: DateTime, $to: DateTime) {

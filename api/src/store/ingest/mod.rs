@@ -108,3 +108,27 @@ async fn stored_ids(
     let sql = format!("SELECT id FROM {table} WHERE session_id = $1 AND id = ANY($2::text[])");
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(session_id).bind(ids).fetch_all(&mut **tx).await?)
 }
+
+/// The CTE that adds the traces just inserted (`ins`: session_id, timestamp, status, source_node_id, target_node_id)
+/// to `flow_trace_node_minutes`: per session, node and minute, the inputs and outputs and the time of the latest of
+/// each (and of the latest failed output), which time travel reads instead of per-node indexes on the traces
+/// (migration m20261206_000015). Shared by ingest and import.
+pub(crate) const NODE_MINUTES: &str = "
+    minutes AS (
+        INSERT INTO flow_trace_node_minutes AS m
+            (session_id, node_id, minute, inputs, outputs, last_input_at, last_output_at, last_error_at)
+        SELECT session_id, node, date_bin('1 minute', timestamp, TIMESTAMPTZ 'epoch'), sum(inputs), sum(outputs),
+            max(timestamp) FILTER (WHERE inputs = 1), max(timestamp) FILTER (WHERE outputs = 1),
+            max(timestamp) FILTER (WHERE outputs = 1 AND status = 'ERROR')
+        FROM (
+            SELECT session_id, target_node_id AS node, timestamp, status, 1 AS inputs, 0 AS outputs FROM ins
+            UNION ALL
+            SELECT session_id, source_node_id, timestamp, status, 0, 1 FROM ins
+        ) t GROUP BY 1, 2, 3
+        ON CONFLICT (session_id, node_id, minute) DO UPDATE SET
+            inputs = m.inputs + excluded.inputs,
+            outputs = m.outputs + excluded.outputs,
+            last_input_at = GREATEST(m.last_input_at, excluded.last_input_at),
+            last_output_at = GREATEST(m.last_output_at, excluded.last_output_at),
+            last_error_at = GREATEST(m.last_error_at, excluded.last_error_at)
+    )";

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::checks;
-use super::{NewTrace, Recorded, stored_ids};
+use super::{NODE_MINUTES, NewTrace, Recorded, stored_ids};
 use crate::limits::Limits;
 use crate::store::ids::generate_id;
 use crate::store::notify::{Kind, Wakeup};
@@ -27,7 +27,7 @@ impl Store {
 
         let (mut tx, workflow_id) = self.begin_session_write(session_id).await?;
         let stored = stored_ids(&mut tx, "flow_traces", session_id, &cols.id).await?;
-        let (accepted, max_seq): (i64, Option<i64>) = sqlx::query_as(
+        let (accepted, max_seq): (i64, Option<i64>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             r#"
             WITH ins AS (
                 INSERT INTO flow_traces (
@@ -50,7 +50,7 @@ impl Store {
                 -- An id is stored once per session, whatever its timestamp ($30: the ones it already holds).
                 WHERE u.id <> ALL($30::text[])
                 ON CONFLICT DO NOTHING
-                RETURNING seq, status, data_size, duration, timestamp, source_node_id, target_node_id
+                RETURNING session_id, seq, status, data_size, duration, timestamp, source_node_id, target_node_id
             ),
             agg AS (
                 SELECT count(*) AS n,
@@ -77,21 +77,10 @@ impl Store {
                 WHERE s.id = $1 AND agg.n > 0
                 RETURNING 1
             ),
-            -- Per node and minute, what workflowStateAt counts (migration m20261124_000006).
-            minutes AS (
-                INSERT INTO flow_trace_node_minutes AS m (session_id, node_id, minute, inputs, outputs)
-                SELECT $1, node, minute, sum(inputs), sum(outputs) FROM (
-                    SELECT target_node_id AS node, date_bin('1 minute', timestamp, TIMESTAMPTZ 'epoch') AS minute,
-                        1 AS inputs, 0 AS outputs FROM ins
-                    UNION ALL
-                    SELECT source_node_id, date_bin('1 minute', timestamp, TIMESTAMPTZ 'epoch'), 0, 1 FROM ins
-                ) t GROUP BY node, minute
-                ON CONFLICT (session_id, node_id, minute) DO UPDATE
-                    SET inputs = m.inputs + excluded.inputs, outputs = m.outputs + excluded.outputs
-            )
+            {NODE_MINUTES}
             SELECT n, max_seq FROM agg, (SELECT count(*) FROM upd) AS updated
-            "#,
-        )
+            "#
+        )))
         .bind(session_id)
         .bind(&workflow_id)
         .bind(cols.id)
