@@ -8,6 +8,7 @@
 //! Each refusal names the argument, e.g. `sessions(filter.search)`. Argument types come from the schema's SDL.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use async_graphql::parser::types::{
     BaseType, ExecutableDocument, OperationType, Selection, SelectionSet, Type, TypeKind, TypeSystemDefinition,
@@ -83,6 +84,24 @@ pub fn check(
     Ok(())
 }
 
+/// Where a value sits in an operation's arguments, e.g. `recordTraces(traces)[3].source.nodeId`. Built as the checks
+/// descend and written out only in a refusal: a batch holds thousands of values, and nearly every request passes.
+enum Path<'a> {
+    Argument(&'a str, &'a str),
+    Index(&'a Path<'a>, usize),
+    Key(&'a Path<'a>, &'a str),
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Argument(field, argument) => write!(f, "{field}({argument})"),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+            Path::Key(parent, key) => write!(f, "{parent}.{key}"),
+        }
+    }
+}
+
 struct Rule<'a> {
     variables: &'a Variables,
     shapes: &'a Shapes,
@@ -99,7 +118,7 @@ impl Rule<'_> {
                     let name = field.name.node.as_str();
                     let shape = parent.and_then(|p| self.shapes.fields.get(&(p.to_owned(), name.to_owned())));
                     for (arg, value) in &field.arguments {
-                        let path = format!("{name}({})", arg.node);
+                        let path = Path::Argument(name, arg.node.as_str());
                         let ty = shape.and_then(|(_, args)| args.get(arg.node.as_str())).map(String::as_str);
                         // A variable is checked where it is, not copied (it may be a batch of 10 000 traces); one
                         // that is not given is the engine's to report.
@@ -126,18 +145,18 @@ impl Rule<'_> {
     }
 
     /// A value of type `ty` (`None` when unknown: then every string in it is checked as text).
-    fn value(&self, path: &str, ty: Option<&str>, value: &Value) -> Result<(), ServerError> {
+    fn value(&self, path: &Path, ty: Option<&str>, value: &Value) -> Result<(), ServerError> {
         match (ty, value) {
             (Some("JSON"), value) => json(path, value),
             (Some("DateTime"), Value::String(text)) => time(path, text),
             (_, Value::String(text)) => self.text(path, text),
             (_, Value::List(items)) => {
-                items.iter().enumerate().try_for_each(|(i, item)| self.value(&format!("{path}[{i}]"), ty, item))
+                items.iter().enumerate().try_for_each(|(i, item)| self.value(&Path::Index(path, i), ty, item))
             }
             (_, Value::Object(fields)) => {
                 let input = ty.and_then(|t| self.shapes.inputs.get(t));
                 fields.iter().try_for_each(|(key, item)| {
-                    let path = format!("{path}.{key}");
+                    let path = Path::Key(path, key.as_str());
                     let ty = input.and_then(|fields| fields.get(key.as_str())).map(String::as_str);
                     nul_free(&path, key.as_str())?;
                     self.value(&path, ty, item)
@@ -147,7 +166,7 @@ impl Rule<'_> {
         }
     }
 
-    fn text(&self, path: &str, text: &str) -> Result<(), ServerError> {
+    fn text(&self, path: &Path, text: &str) -> Result<(), ServerError> {
         nul_free(path, text)?;
         if text.len() > self.max && text.chars().count() > self.max {
             let message = format!("{path} is longer than {} characters ({})", self.max, self.limit);
@@ -158,12 +177,12 @@ impl Rule<'_> {
 }
 
 /// JSON values are bounded in size at ingest (max_payload_bytes); here only their characters are checked.
-fn json(path: &str, value: &Value) -> Result<(), ServerError> {
+fn json(path: &Path, value: &Value) -> Result<(), ServerError> {
     match value {
         Value::String(text) => nul_free(path, text),
-        Value::List(items) => items.iter().enumerate().try_for_each(|(i, item)| json(&format!("{path}[{i}]"), item)),
+        Value::List(items) => items.iter().enumerate().try_for_each(|(i, item)| json(&Path::Index(path, i), item)),
         Value::Object(fields) => fields.iter().try_for_each(|(key, item)| {
-            let path = format!("{path}.{key}");
+            let path = Path::Key(path, key.as_str());
             nul_free(&path, key.as_str())?;
             json(&path, item)
         }),
@@ -171,7 +190,7 @@ fn json(path: &str, value: &Value) -> Result<(), ServerError> {
     }
 }
 
-fn nul_free(path: &str, text: &str) -> Result<(), ServerError> {
+fn nul_free(path: &Path, text: &str) -> Result<(), ServerError> {
     if text.contains('\0') {
         let message = format!("{path} contains a NUL character (\\u0000), which cannot be stored");
         return Err(refuse(BAD_USER_INPUT, message.replace('\0', "\\u0000")));
@@ -180,7 +199,7 @@ fn nul_free(path: &str, text: &str) -> Result<(), ServerError> {
 }
 
 /// A time chrono reads but PostgreSQL cannot store. One that does not parse is the engine's to report.
-fn time(path: &str, text: &str) -> Result<(), ServerError> {
+fn time(path: &Path, text: &str) -> Result<(), ServerError> {
     match text.parse::<DateTime<Utc>>() {
         Ok(at) if !crate::domain::storable_time(&at) => Err(refuse(
             BAD_USER_INPUT,
