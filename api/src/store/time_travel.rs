@@ -3,8 +3,6 @@
 //! Every figure counts only rows with time <= `at`, so nothing from later leaks into the past; or, for live state,
 //! only the rows up to a mark in commit order (`RowMark`).
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use entity::{session, trace};
 
@@ -60,15 +58,16 @@ pub struct WorkflowState {
     pub nodes: Vec<NodeState>,
 }
 
-/// One node seen in the session up to `at`: its counts and the `seq` of the traces and event that describe it.
+/// One node seen in the session up to `at`: its counts, the times of its latest input, output and failed output, and
+/// its latest lifecycle event.
 #[derive(sqlx::FromRow)]
 struct NodeRow {
     node: String,
     input_count: i64,
     output_count: i64,
-    last_input_seq: Option<i64>,
-    last_output_seq: Option<i64>,
-    last_error_seq: Option<i64>,
+    last_input_at: Option<DateTime<Utc>>,
+    last_output_at: Option<DateTime<Utc>>,
+    last_error_at: Option<DateTime<Utc>>,
     last_lifecycle: Option<EventType>,
 }
 
@@ -151,12 +150,12 @@ impl Store {
         // Every node seen, with its counts and the time of its latest input, output and failed output. As of a
         // moment, those come from the whole minutes before it in flow_trace_node_minutes plus the raw traces of its
         // own minute, so nothing grows with the number of traces in the session (migration m20261124_000006); as of
-        // a row mark, from the traces up to the mark. Each latest trace is then one probe of flow_traces_session_idx
-        // at that exact time (migration m20261206_000015); the latest lifecycle event, one backward step on
-        // flow_trace_events_session_node_idx.
+        // a row mark, from the traces up to the mark. The latest traces are then read by those exact times in a
+        // second statement (`traces_at`, migration m20261206_000015); the latest lifecycle event is one backward step
+        // on flow_trace_events_session_node_idx.
         let mut sql = Sql::new("");
         let s = sql.bind(session.id.clone());
-        let (traces_until, events_until, tail, minutes) = match as_of {
+        let (events_until, tail, minutes) = match as_of {
             AsOf::At(at) => {
                 let minute =
                     at.duration_trunc(TimeDelta::minutes(1)).map_err(|e| StoreError::BadInput(e.to_string()))?;
@@ -165,19 +164,12 @@ impl Store {
                     "UNION ALL SELECT node_id, inputs, outputs, last_input_at, last_output_at, last_error_at
                      FROM flow_trace_node_minutes WHERE session_id = {s} AND minute < {m}"
                 );
-                let until = format!("timestamp <= {a}");
-                (until.clone(), until, format!("timestamp >= {m} AND timestamp <= {a}"), minutes)
+                (format!("timestamp <= {a}"), format!("timestamp >= {m} AND timestamp <= {a}"), minutes)
             }
             AsOf::Rows(mark) => {
                 let (t, e) = (sql.bind(mark.traces), sql.bind(mark.events));
-                (format!("seq <= {t}"), format!("seq <= {e}"), format!("seq <= {t}"), String::new())
+                (format!("seq <= {e}"), format!("seq <= {t}"), String::new())
             }
-        };
-        let latest_trace = |column: &str, at: &str, extra: &str| {
-            format!(
-                "(SELECT seq FROM flow_traces WHERE session_id = {s} AND timestamp = c.{at} AND {column} = n.node
-                    AND {traces_until}{extra} ORDER BY seq DESC LIMIT 1)"
-            )
         };
         sql.push(&format!(
             "WITH tail AS (
@@ -201,21 +193,26 @@ impl Store {
                 SELECT node FROM counts UNION SELECT node FROM reported
             )
             SELECT n.node, COALESCE(c.inputs, 0) AS input_count, COALESCE(c.outputs, 0) AS output_count,
-                {} AS last_input_seq, {} AS last_output_seq, {} AS last_error_seq,
+                c.last_input_at, c.last_output_at, c.last_error_at,
                 (SELECT event_type FROM flow_trace_events
                  WHERE session_id = {s} AND node_id = n.node AND {events_until}
                     AND event_type IN ('START', 'COMPLETE', 'ERROR')
                  -- At one instant an ERROR outranks the other lifecycle events (rule 1 of `NodeStatus`).
                  ORDER BY timestamp DESC, event_type = 'ERROR' DESC, seq DESC LIMIT 1) AS last_lifecycle
-            FROM nodes n LEFT JOIN counts c USING (node) ORDER BY n.node",
-            latest_trace("target_node_id", "last_input_at", ""),
-            latest_trace("source_node_id", "last_output_at", ""),
-            latest_trace("source_node_id", "last_error_at", " AND status = 'ERROR'"),
+            FROM nodes n LEFT JOIN counts c USING (node) ORDER BY n.node"
         ));
         let rows: Vec<NodeRow> = self.all(sql).await?;
-        let wanted = rows.iter().flat_map(|r| [r.last_input_seq, r.last_output_seq, r.last_error_seq]).flatten();
-        let traces = self.traces_by_seq(&session.id, wanted.collect()).await?;
-        let trace = |seq: Option<i64>| seq.and_then(|seq| traces.get(&seq).cloned());
+        let times = rows.iter().flat_map(|r| [r.last_input_at, r.last_output_at, r.last_error_at]).flatten();
+        let up_to = match as_of {
+            AsOf::At(_) => None,
+            AsOf::Rows(mark) => Some(mark.traces),
+        };
+        let traces = self.traces_at(&session.id, times.collect(), up_to).await?;
+        // The latest of the traces at `at` that `matches`: the one written last.
+        let latest = |at: Option<DateTime<Utc>>, matches: &dyn Fn(&trace::Model) -> bool| {
+            let at = at?;
+            traces.iter().filter(|t| t.timestamp == at && matches(t)).max_by_key(|t| t.seq).cloned()
+        };
 
         let nodes = rows
             .into_iter()
@@ -225,9 +222,11 @@ impl Store {
                     status: NodeStatus::Idle,
                     input_count: r.input_count,
                     output_count: r.output_count,
-                    last_input: trace(r.last_input_seq),
-                    last_output: trace(r.last_output_seq),
-                    last_error: trace(r.last_error_seq),
+                    last_input: latest(r.last_input_at, &|t| t.target_node_id == r.node),
+                    last_output: latest(r.last_output_at, &|t| t.source_node_id == r.node),
+                    last_error: latest(r.last_error_at, &|t| {
+                        t.source_node_id == r.node && t.status == TraceStatus::Error
+                    }),
                     node_id: r.node,
                 };
                 node.node_name = name_from_latest(&node);
@@ -252,20 +251,30 @@ impl Store {
         Ok(WorkflowState { at, session, session_status, nodes })
     }
 
-    async fn traces_by_seq(&self, session_id: &str, seqs: Vec<i64>) -> StoreResult<HashMap<i64, trace::Model>> {
-        if seqs.is_empty() {
-            return Ok(HashMap::new());
+    /// The session's traces at exactly these times (up to `seq` `up_to`, when given). One statement whose times are
+    /// known when it is planned, so only their chunks are read, each by flow_traces_session_idx.
+    async fn traces_at(
+        &self,
+        session_id: &str,
+        mut times: Vec<DateTime<Utc>>,
+        up_to: Option<i64>,
+    ) -> StoreResult<Vec<trace::Model>> {
+        if times.is_empty() {
+            return Ok(Vec::new());
         }
+        times.sort_unstable();
+        times.dedup();
         let mut sql = Sql::new(&format!("SELECT {TRACE_COLUMNS} FROM flow_traces WHERE session_id = "));
-        let (s, q) = (sql.bind(session_id), sql.bind(seqs));
-        // flow_traces_session_seq_idx (session_id, seq).
-        sql.push(&format!("{s} AND seq = ANY({q})"));
-        let rows: Vec<trace::Model> = self.all(sql).await?;
-        Ok(rows.into_iter().map(|t| (t.seq, t)).collect())
+        let (s, t) = (sql.bind(session_id), sql.bind(times));
+        sql.push(&format!("{s} AND timestamp = ANY({t})"));
+        if let Some(up_to) = up_to {
+            let u = sql.bind(up_to);
+            sql.push(&format!(" AND seq <= {u}"));
+        }
+        self.all(sql).await
     }
 }
 
-/// The name the node had in its latest trace, on whichever side of it it was.
 fn name_from_latest(node: &NodeState) -> Option<String> {
     let as_target = node.last_input.as_ref().map(|t| ((t.timestamp, t.seq), &t.target_node_name));
     let as_source = node.last_output.as_ref().map(|t| ((t.timestamp, t.seq), &t.source_node_name));
