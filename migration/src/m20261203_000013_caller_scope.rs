@@ -52,6 +52,16 @@ fn views() -> Vec<(&'static str, String)> {
     views
 }
 
+fn create_view(name: &str, rows: &str) -> String {
+    format!("CREATE VIEW flowtrace_scoped.{name} AS SELECT * FROM public.{name} WHERE {rows}")
+}
+
+/// The statement that makes the scoped view of `table` again with the table's current columns (after the view was
+/// dropped), for the migrations that change the table.
+pub(crate) fn remake_view(table: &str) -> Option<String> {
+    views().into_iter().find(|(name, _)| *name == table).map(|(name, rows)| create_view(name, &rows))
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     fn use_transaction(&self) -> Option<bool> {
@@ -66,9 +76,7 @@ impl MigrationTrait for Migration {
                 .to_owned(),
             "CREATE SCHEMA flowtrace_scoped".to_owned(),
         ];
-        for (name, rows) in views() {
-            statements.push(format!("CREATE VIEW flowtrace_scoped.{name} AS SELECT * FROM public.{name} WHERE {rows}"));
-        }
+        statements.extend(views().into_iter().map(|(name, rows)| create_view(name, &rows)));
         let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
         run_all(manager, &statements).await
     }

@@ -5,11 +5,15 @@
 //! that minute), then finds the trace itself with one probe of `flow_traces_session_idx` at that exact time.
 //!
 //! That makes `flow_traces_session_target_idx`, `flow_traces_session_source_idx` and `flow_traces_session_error_idx`
-//! unneeded, and every trace written updated all three: they are dropped. Existing minutes get their times here.
+//! unneeded, and every trace written updated all three: they are dropped. Existing minutes get their times here, and
+//! the caller scope's view of the table is made again with the new columns.
 
 use sea_orm_migration::prelude::*;
 
+use crate::m20261203_000013_caller_scope::remake_view;
 use crate::run_all;
+
+const TABLE: &str = "flow_trace_node_minutes";
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -27,6 +31,7 @@ const DROPPED: [(&str, &str); 3] = [
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let mut statements = vec![
+            format!("DROP VIEW IF EXISTS flowtrace_scoped.{TABLE}"),
             "ALTER TABLE flow_trace_node_minutes
                 ADD COLUMN last_input_at timestamptz,
                 ADD COLUMN last_output_at timestamptz,
@@ -59,6 +64,7 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         ];
         statements.extend(DROPPED.iter().map(|(name, _)| format!("DROP INDEX IF EXISTS {name}")));
+        statements.extend(remake_view(TABLE));
         let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
         run_all(manager, &statements).await
     }
@@ -66,11 +72,13 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let mut statements: Vec<String> =
             DROPPED.iter().map(|(name, on)| format!("CREATE INDEX IF NOT EXISTS {name} {on}")).collect();
+        statements.push(format!("DROP VIEW IF EXISTS flowtrace_scoped.{TABLE}"));
         statements.push(
             "ALTER TABLE flow_trace_node_minutes
                 DROP COLUMN last_input_at, DROP COLUMN last_output_at, DROP COLUMN last_error_at"
                 .to_owned(),
         );
+        statements.extend(remake_view(TABLE));
         let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
         run_all(manager, &statements).await
     }

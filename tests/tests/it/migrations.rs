@@ -13,6 +13,12 @@ const VIEWS: &str = "SELECT count(*) FROM pg_class WHERE relname IN
     AND relkind IN ('v', 'm') AND relnamespace = 'public'::regnamespace";
 /// The views limited callers read through: one per table or aggregate holding sessions' rows.
 const SCOPED: &str = "SELECT count(*) FROM pg_views WHERE schemaname = 'flowtrace_scoped'";
+/// Columns of a table that its scoped view lacks (a migration that adds columns must make the view again).
+const UNSCOPED_COLUMNS: &str = "SELECT count(*) FROM information_schema.columns c
+    WHERE c.table_schema = 'public'
+      AND c.table_name IN (SELECT table_name FROM information_schema.views WHERE table_schema = 'flowtrace_scoped')
+      AND NOT EXISTS (SELECT 1 FROM information_schema.columns v
+          WHERE v.table_schema = 'flowtrace_scoped' AND v.table_name = c.table_name AND v.column_name = c.column_name)";
 
 #[tokio::test]
 async fn migrations_go_up_down_and_up_again() {
@@ -22,6 +28,7 @@ async fn migrations_go_up_down_and_up_again() {
     assert_eq!(count(&db, TABLES).await, 3);
     assert_eq!(count(&db, VIEWS).await, 4);
     assert_eq!(count(&db, SCOPED).await, 11);
+    assert_eq!(count(&db, UNSCOPED_COLUMNS).await, 0, "every scoped view shows every column of its table");
     assert!(db.store.migration_status().await.expect("status").iter().all(|(_, applied)| *applied));
 
     db.store.migrate_down(None).await.expect("down");
