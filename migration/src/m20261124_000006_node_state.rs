@@ -1,7 +1,8 @@
 //! What `workflowStateAt` reads, so that its cost does not grow with the session (DESIGN §4).
 //!
 //! - Per-session node indexes: a node's latest trace in, out and in error, and its latest lifecycle event, are each one
-//!   backward index step, however long the session.
+//!   backward index step, however long the session. (Migration m20261206_000015 replaces the three trace indexes with
+//!   the latest times per minute in `flow_trace_node_minutes`.)
 //! - `flow_trace_node_minutes`: how many traces each node received and emitted per session and minute, kept by
 //!   ingestion in the same transaction as the traces. Counts as of an instant are the sum of the whole minutes before it
 //!   plus the raw traces of its own minute. Its rows follow the traces' retention (the server deletes them in both
