@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use flowtrace::store::cursor::Page;
+use flowtrace::store::ingest::NODE_MINUTES;
 use flowtrace::store::sessions::SessionFilter;
 use flowtrace::store::traces::TraceFilter;
 use serde_json::json;
@@ -67,19 +68,14 @@ pub(crate) async fn generate(
         .bind(per_session as i64)
         .execute(server.store.pool())
         .await?;
-        // The per-minute node counts that ingestion keeps (workflowStateAt reads them).
-        sqlx::query(
-            "INSERT INTO flow_trace_node_minutes
-                 (session_id, node_id, minute, inputs, outputs, last_input_at, last_output_at, last_error_at)
-             SELECT $1, node, date_bin('1 minute', timestamp, TIMESTAMPTZ 'epoch') AS minute, sum(i), sum(o),
-                 max(timestamp) FILTER (WHERE i = 1), max(timestamp) FILTER (WHERE o = 1),
-                 max(timestamp) FILTER (WHERE o = 1 AND status = 'ERROR')
-             FROM (
-                 SELECT target_node_id AS node, timestamp, status, 1 AS i, 0 AS o FROM flow_traces WHERE session_id = $1
-                 UNION ALL
-                 SELECT source_node_id, timestamp, status, 0, 1 FROM flow_traces WHERE session_id = $1
-             ) t GROUP BY node, minute",
-        )
+        // The per-minute node rows that ingestion keeps (workflowStateAt reads them), by ingestion's own statement.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH ins AS (
+                SELECT session_id, timestamp, status, source_node_id, target_node_id FROM flow_traces
+                WHERE session_id = $1
+            ), {NODE_MINUTES}
+            SELECT 1"
+        )))
         .bind(&id)
         .execute(server.store.pool())
         .await?;

@@ -112,8 +112,8 @@ async fn stored_ids(
 /// The CTE that adds the traces just inserted (`ins`: session_id, timestamp, status, source_node_id, target_node_id)
 /// to `flow_trace_node_minutes`: per session, node and minute, the inputs and outputs and the time of the latest of
 /// each (and of the latest failed output), which time travel reads instead of per-node indexes on the traces
-/// (migration m20261206_000015). Shared by ingest and import.
-pub(crate) const NODE_MINUTES: &str = "
+/// (migration m20261206_000015). Shared by ingest, import and the benchmark's generated datasets.
+pub const NODE_MINUTES: &str = "
     minutes AS (
         INSERT INTO flow_trace_node_minutes AS m
             (session_id, node_id, minute, inputs, outputs, last_input_at, last_output_at, last_error_at)
