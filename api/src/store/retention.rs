@@ -1,5 +1,5 @@
 //! Retention the server applies itself: every table in plain mode (no TimescaleDB policies there), and in both modes
-//! the per-minute node counts, which follow the traces' retention, and the session change log (kept for a day).
+//! the per-minute node counts, which go once their minute's traces have, and the session change log (kept for a day).
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use super::{Store, StoreResult};
 impl Store {
     /// Deletes rows older than their table's retention (`plain`: the three main tables too); returns how many went.
     pub async fn delete_expired(&self, policies: &Policies, plain: bool) -> StoreResult<u64> {
-        let mut jobs = vec![("flow_trace_node_minutes", "minute", "flow_traces")];
+        let mut jobs = Vec::new();
         if plain {
             jobs.extend([
                 ("flow_traces", "timestamp", "flow_traces"),
@@ -18,13 +18,22 @@ impl Store {
                 ("flow_trace_sessions", "start_time", "flow_trace_sessions"),
             ]);
         }
+        jobs.push(("flow_trace_node_minutes", "minute", "flow_traces"));
         let mut deleted = 0;
         for (table, column, policy_of) in jobs {
             let Some(policy) = policies.table(policy_of) else {
                 continue;
             };
             // Table and column names are ours; the interval is bound.
-            let sql = format!("DELETE FROM {table} WHERE {column} < now() - $1::interval");
+            let mut sql = format!("DELETE FROM {table} WHERE {column} < now() - $1::interval");
+            if table == "flow_trace_node_minutes" {
+                // A minute row goes only once every trace of its minute has: TimescaleDB drops whole chunks later
+                // than the cut, and a minute straddles it. Reads by session take their span from these rows.
+                sql.push_str(
+                    " AND minute < COALESCE((SELECT date_bin('1 minute', min(timestamp), TIMESTAMPTZ 'epoch')
+                        FROM flow_traces), 'infinity')",
+                );
+            }
             deleted += sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(&policy.retain_for)
                 .execute(&self.pool)

@@ -184,3 +184,108 @@ async fn repeated_query_texts_run_what_each_request_asks() {
         assert_eq!(code, "BAD_USER_INPUT");
     }
 }
+
+/// The session's trace ids as the table has them, in page order.
+async fn raw_ids(app: &TestApp, s: Uuid) -> Vec<String> {
+    sqlx::query_scalar("SELECT id FROM flow_traces WHERE session_id = $1 ORDER BY timestamp, seq")
+        .bind(s.to_string())
+        .fetch_all(app.db.store.pool())
+        .await
+        .expect("raw ids")
+}
+
+/// Every page of the session's traces, forward then backward, with the total of each.
+async fn paged(app: &TestApp, s: Uuid, range: Value) -> (Vec<String>, Vec<String>, i64) {
+    let mut vars = json!({ "s": s, "first": 2 });
+    vars.as_object_mut().expect("vars").extend(range.as_object().expect("range").clone());
+    let mut forward = Vec::new();
+    let mut total;
+    loop {
+        let conn = app.ok(TRACES, vars.clone()).await["traces"].clone();
+        total = conn["totalCount"].as_i64().expect("total");
+        forward.extend(ids(&conn));
+        if conn["pageInfo"]["hasNextPage"] == false {
+            break;
+        }
+        vars["after"] = conn["pageInfo"]["endCursor"].clone();
+    }
+    vars["after"] = Value::Null;
+    vars["first"] = Value::Null;
+    vars["last"] = json!(3);
+    let mut backward = Vec::new();
+    loop {
+        let conn = app.ok(TRACES, vars.clone()).await["traces"].clone();
+        backward.splice(0..0, ids(&conn));
+        if conn["pageInfo"]["hasPreviousPage"] == false {
+            break;
+        }
+        vars["before"] = conn["pageInfo"]["startCursor"].clone();
+    }
+    (forward, backward, total)
+}
+
+/// A read by session id is bounded by the span of the session's minute rows: traces at either edge of a minute, days
+/// apart (other chunks, compressed ones with TimescaleDB), before the session's start, and after retention has cut
+/// into the session's first minute, are all found, in both directions and in the total.
+#[tokio::test]
+async fn a_sessions_traces_are_found_across_chunks_minute_edges_and_retention() {
+    let mut apps = vec![TestApp::start(Kind::Default).await];
+    if let Some(db) = crate::harness::try_test_db(Kind::Plain).await {
+        apps.push(TestApp::with_db(db, Default::default()).await);
+    }
+    for app in &apps {
+        // A minute well inside every retention, three days before the fixtures' t0.
+        let now = chrono::Utc::now();
+        let minute =
+            chrono::DurationRound::duration_trunc(now - chrono::Duration::days(3), chrono::Duration::minutes(1))
+                .expect("minute");
+        let stamp = |t: chrono::DateTime<chrono::Utc>| {
+            let mut v = trace(0, "SUCCESS", "a", "b");
+            v["timestamp"] = json!(t.to_rfc3339());
+            v
+        };
+        let s = session(app, "span", 0).await;
+        let other = session(app, "span", 0).await;
+        let ms = chrono::Duration::milliseconds;
+        let early = stamp(minute + chrono::Duration::seconds(10));
+        let kept = stamp(minute + chrono::Duration::seconds(50));
+        let times = [
+            minute + ms(59_999),
+            minute + chrono::Duration::minutes(1),
+            now - chrono::Duration::days(1) - ms(1),
+            now - chrono::Duration::hours(1),
+        ];
+        let mut traces = vec![early.clone(), kept.clone()];
+        traces.extend(times.iter().map(|t| stamp(*t)));
+        record(app, s, traces).await;
+        record(app, other, times.iter().map(|t| stamp(*t + ms(1))).collect()).await;
+        if app.db.timescaledb {
+            sqlx::query(
+                "SELECT compress_chunk(c, if_not_compressed => true)
+                 FROM show_chunks('flow_traces', older_than => INTERVAL '2 days') c",
+            )
+            .execute(app.db.store.pool())
+            .await
+            .expect("compress");
+        }
+        let raw = raw_ids(app, s).await;
+        assert_eq!(raw.len(), 6);
+        assert_eq!(paged(app, s, json!({})).await, (raw.clone(), raw.clone(), 6));
+        let range = json!({ "from": (minute + ms(59_999)).to_rfc3339(), "to": (now - chrono::Duration::days(1) - ms(1)).to_rfc3339() });
+        assert_eq!(paged(app, s, range).await, (raw[2..5].to_vec(), raw[2..5].to_vec(), 3));
+        let none = session(app, "span", 0).await;
+        assert_eq!(paged(app, none, json!({})).await, (vec![], vec![], 0));
+
+        // Retention cuts 30 s into the first minute: the trace before the cut expires (with TimescaleDB only when its
+        // chunk is dropped, which the server leaves to TimescaleDB), the one after stays and is still found.
+        let cut = (chrono::Utc::now() - (minute + chrono::Duration::seconds(30))).num_seconds();
+        let mut policies = migration::Policies::default();
+        policies.table_mut("flow_traces").expect("traces").retain_for = format!("{cut} seconds");
+        app.db.store.delete_expired(&policies, !app.db.timescaledb).await.expect("retention");
+        let raw = raw_ids(app, s).await;
+        let expected = if app.db.timescaledb { 6 } else { 5 };
+        assert_eq!(raw.len(), expected, "only the trace before the cut is gone, and only in plain mode");
+        assert!(raw.contains(&kept["id"].as_str().expect("id").to_owned()));
+        assert_eq!(paged(app, s, json!({})).await, (raw.clone(), raw, expected as i64));
+    }
+}
