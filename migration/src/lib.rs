@@ -20,7 +20,6 @@ mod m20261203_000012_duration_histograms;
 mod m20261203_000013_caller_scope;
 mod m20261203_000014_index_audit;
 mod m20261206_000015_node_latest;
-mod m20261206_000016_session_span;
 pub mod mode;
 pub mod policies;
 
@@ -49,7 +48,6 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000013_caller_scope::Migration),
             Box::new(m20261203_000014_index_audit::Migration),
             Box::new(m20261206_000015_node_latest::Migration),
-            Box::new(m20261206_000016_session_span::Migration),
         ]
     }
 }

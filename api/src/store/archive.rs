@@ -166,8 +166,8 @@ impl Store {
     }
 
     /// Where the next retention run of `table` cuts, if it ran now: it drops exactly the rows older than this.
-    /// `retain_for` overrides the retention in force. Plain mode deletes rows older than now − retention (the
-    /// server's own job, configured by `policies`); TimescaleDB drops whole chunks that end by then, with the
+    /// `retain_for` overrides the retention in force. Plain mode deletes rows older than now − retention, traces by
+    /// whole minutes (the server's own job, configured by `policies`); TimescaleDB drops whole chunks that end by then, with the
     /// interval of the database's retention job. `None`: nothing would be dropped.
     pub async fn retention_cutoff(
         &self,
@@ -202,7 +202,11 @@ impl Store {
             .fetch_one(&self.pool)
             .await?
         } else {
-            sqlx::query_scalar("SELECT now() - $1::interval").bind(&interval).fetch_one(&self.pool).await?
+            let cut = super::retention::plain_cut(table.name);
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {cut}")))
+                .bind(&interval)
+                .fetch_one(&self.pool)
+                .await?
         };
         Ok(cutoff)
     }

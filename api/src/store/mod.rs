@@ -350,22 +350,20 @@ impl Store {
     }
 
     async fn all<M: Row>(&self, sql: Sql) -> StoreResult<Vec<M>> {
-        let mut reader = self.reader().await?;
-        let rows = reader.all(sql).await?;
-        reader.done().await?;
+        if self.scope.is_none() {
+            if self.replicas.is_none() {
+                let mut conn = self.primary.reader().await?;
+                let rows = sql.query_as()?.fetch_all(&mut *conn).await;
+                // Back in the pool now, not from a task spawned on drop: the next read finds it idle.
+                conn.return_to_pool().await;
+                return Ok(rows?);
+            }
+            return Ok(sql.query_as()?.fetch_all(&self.read_pool().await).await?);
+        }
+        let mut tx = self.read_tx().await?;
+        let rows = sql.query_as()?.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         Ok(rows)
-    }
-
-    /// A connection to read on, chosen as `all` chooses it: statements that must agree (a bound and the read it
-    /// bounds) run on one, so a replica never answers one of them and the primary the other.
-    async fn reader(&self) -> StoreResult<Reader> {
-        if self.scope.is_some() {
-            return Ok(Reader::Scoped(self.read_tx().await?));
-        }
-        if self.replicas.is_none() {
-            return Ok(Reader::Pooled(self.primary.reader().await?));
-        }
-        Ok(Reader::Pooled(self.read_pool().await.acquire().await?))
     }
 
     /// A transaction to read in (on a replica when one will do), naming the caller when it is limited.
@@ -394,31 +392,6 @@ impl Store {
         let rows = sql.query_as()?.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(rows)
-    }
-}
-
-/// A read's connection: pooled, or a transaction that names a limited caller (`Store::read_tx`).
-enum Reader {
-    Pooled(sqlx::pool::PoolConnection<Postgres>),
-    Scoped(sqlx::Transaction<'static, Postgres>),
-}
-
-impl Reader {
-    async fn all<M: Row>(&mut self, sql: Sql) -> StoreResult<Vec<M>> {
-        let query = sql.query_as()?;
-        Ok(match self {
-            Reader::Pooled(conn) => query.fetch_all(&mut **conn).await?,
-            Reader::Scoped(tx) => query.fetch_all(&mut **tx).await?,
-        })
-    }
-
-    /// Gives the connection back: at once, not from a task spawned on drop, so the next read finds it idle.
-    async fn done(self) -> StoreResult<()> {
-        match self {
-            Reader::Pooled(mut conn) => conn.return_to_pool().await,
-            Reader::Scoped(tx) => tx.commit().await?,
-        }
-        Ok(())
     }
 }
 

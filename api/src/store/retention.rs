@@ -25,10 +25,10 @@ impl Store {
                 continue;
             };
             // Table and column names are ours; the interval is bound.
-            let mut sql = format!("DELETE FROM {table} WHERE {column} < now() - $1::interval");
+            let mut sql = format!("DELETE FROM {table} WHERE {column} < {}", plain_cut(table));
             if table == "flow_trace_node_minutes" {
                 // A minute row goes only once every trace of its minute has: TimescaleDB drops whole chunks later
-                // than the cut, and a minute straddles it. Reads by session take their span from these rows.
+                // than the cut. Time travel counts a node's traces from these rows.
                 sql.push_str(
                     " AND minute < COALESCE((SELECT date_bin('1 minute', min(timestamp), TIMESTAMPTZ 'epoch')
                         FROM flow_traces), 'infinity')",
@@ -47,6 +47,16 @@ impl Store {
             .await?
             .rows_affected();
         Ok(deleted)
+    }
+}
+
+/// Where the server's retention cuts `table`, as SQL of the retention interval `$1`: rows before it go. Traces go by
+/// whole minutes, so that no minute row is left counting traces that are gone.
+pub(super) fn plain_cut(table: &str) -> &'static str {
+    if table == "flow_traces" {
+        "date_bin('1 minute', now() - $1::interval, TIMESTAMPTZ 'epoch')"
+    } else {
+        "now() - $1::interval"
     }
 }
 

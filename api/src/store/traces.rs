@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use entity::trace;
 
 use super::cursor::{Page, PageOf, TraceKey, finish, keyset};
-use super::{Row, Sql, Store, StoreError, StoreResult};
+use super::{Sql, Store, StoreError, StoreResult};
 use crate::domain::TraceStatus;
 
 #[derive(Clone, Debug, Default)]
@@ -138,59 +138,15 @@ impl Store {
         filter.validate()?;
         let mut sql = Sql::new(&format!("SELECT {TRACE_COLUMNS} FROM flow_traces WHERE TRUE"));
         filter.push(&mut sql);
-        let rows = self.read_traces(filter, sql, |sql| keyset(sql, ("timestamp", "seq"), page, false)).await?;
-        Ok(finish(rows, page))
+        keyset(&mut sql, ("timestamp", "seq"), page, false);
+        Ok(finish(self.all(sql).await?, page))
     }
 
     pub async fn count_traces(&self, filter: &TraceFilter) -> StoreResult<i64> {
-        #[derive(sqlx::FromRow)]
-        struct Count {
-            n: i64,
-        }
         filter.validate()?;
         let mut sql = Sql::new("SELECT count(*) AS n FROM flow_traces WHERE TRUE");
         filter.push(&mut sql);
-        let rows: Vec<Count> = self.read_traces(filter, sql, |_| {}).await?;
-        Ok(rows.first().map_or(0, |c| c.n))
-    }
-
-    /// Runs `sql`, a read of `flow_traces` whose WHERE clause is open and holds `filter`, after adding the filter's
-    /// session span and then `tail`. A lookup by session id alone would visit every chunk; bounded by the span it
-    /// visits only those holding the session's rows, and a session without traces costs no second statement. Both
-    /// statements run on one connection, so the span and the rows come from the same database.
-    async fn read_traces<M: Row>(
-        &self,
-        filter: &TraceFilter,
-        mut sql: Sql,
-        tail: impl FnOnce(&mut Sql),
-    ) -> StoreResult<Vec<M>> {
-        #[derive(sqlx::FromRow)]
-        struct Span {
-            first: Option<DateTime<Utc>>,
-            until: Option<DateTime<Utc>>,
-        }
-        let mut reader = self.reader().await?;
-        if let Some(session) = &filter.session_id {
-            // A session's minute rows cover every minute it has traces in (written with them, and kept by retention
-            // while any trace is older): their first and last minute bound its traces.
-            let mut span = Sql::new(
-                "SELECT min(minute) AS first, max(minute) + INTERVAL '1 minute' AS until
-                 FROM flow_trace_node_minutes WHERE session_id = ",
-            );
-            let p = span.bind(session.clone());
-            span.push(&p);
-            let span: Vec<Span> = reader.all(span).await?;
-            let Some(Span { first: Some(first), until: Some(until) }) = span.into_iter().next() else {
-                reader.done().await?;
-                return Ok(Vec::new());
-            };
-            let (first, until) = (sql.bind(first), sql.bind(until));
-            sql.push(&format!(" AND timestamp >= {first} AND timestamp < {until}"));
-        }
-        tail(&mut sql);
-        let rows = reader.all(sql).await?;
-        reader.done().await?;
-        Ok(rows)
+        self.count(sql).await
     }
 
     pub(crate) async fn count(&self, sql: Sql) -> StoreResult<i64> {
