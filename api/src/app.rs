@@ -227,10 +227,17 @@ pub async fn spawn_on(
 
     let addr = listener.local_addr()?;
     // Responses and subscription messages are written as soon as they are ready; Nagle's algorithm would hold a small
-    // write back until the previous one is acknowledged.
-    let listener = listener.tap_io(|tcp| {
+    // write back until the previous one is acknowledged. A client that stops reading holds at most its send buffer
+    // of the machine's TCP memory (see `Limits::socket_send_buffer_bytes`).
+    let send_buffer = args.limits.socket_send_buffer_bytes;
+    let listener = listener.tap_io(move |tcp| {
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(%err, "TCP_NODELAY not set on an accepted connection");
+        }
+        if send_buffer > 0
+            && let Err(err) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer)
+        {
+            tracing::debug!(%err, "SO_SNDBUF not set on an accepted connection");
         }
     });
     tracing::info!("flowtrace listening on http://{addr} (GraphQL at /graphql, GraphiQL at /graphiql)");

@@ -44,6 +44,13 @@ pub struct Limits {
     /// an SSE or multipart stream whose client does not read for as long is given up.
     #[arg(long, env = "FLOWTRACE_WS_SEND_TIMEOUT_SECS", default_value_t = 20)]
     pub ws_send_timeout_secs: u64,
+    /// Bytes of kernel send buffer each client connection may hold (SO_SNDBUF; 0 leaves it to the kernel's
+    /// autotuning, up to `net.ipv4.tcp_wmem`'s maximum). The kernel's TCP memory is shared by every socket of the
+    /// machine, the database connections included: left to autotuning, a few hundred clients that stop reading fill
+    /// it, and then every connection waits. A client on a link with round-trip time R receives at most about twice
+    /// this per R.
+    #[arg(long, env = "FLOWTRACE_SOCKET_SEND_BUFFER_BYTES", default_value_t = 128 * 1024)]
+    pub socket_send_buffer_bytes: usize,
     /// Seconds a graceful shutdown waits for in-flight requests and WebSocket closes before it stops anyway.
     #[arg(long, env = "FLOWTRACE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
@@ -72,6 +79,7 @@ impl Default for Limits {
             ws_init_timeout_secs: 10,
             ws_keepalive_secs: 15,
             ws_send_timeout_secs: 20,
+            socket_send_buffer_bytes: 128 * 1024,
             shutdown_timeout_secs: 10,
             max_batch_operations: 100,
             default_page_size: 100,

@@ -133,3 +133,50 @@ async fn shutdown_is_bounded_with_stalled_clients_and_closes_readers_with_1001()
     finished.expect("bounded").expect("clean shutdown");
     drop(stalled);
 }
+
+/// Bytes the server's end of the connection from `client_port` to `server_port` has queued and not had acknowledged,
+/// from the kernel's table of IPv4 TCP sockets (`tx_queue`).
+fn server_send_queue(server_port: u16, client_port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = |address: &str| u16::from_str_radix(address.rsplit(':').next().unwrap_or_default(), 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, queues) = (fields.get(1)?, fields.get(2)?, fields.get(4)?);
+        (port(local)? == server_port && port(remote)? == client_port)
+            .then(|| u64::from_str_radix(queues.split(':').next()?, 16).ok())?
+    })
+}
+
+/// The most the server's socket to a subscriber that never reads comes to hold, once it has stopped growing.
+async fn stalled_send_queue(send_buffer_bytes: usize) -> u64 {
+    let mut args = args(600, 5);
+    args.limits.socket_send_buffer_bytes = send_buffer_bytes;
+    let app = TestApp::with_db(test_db(Kind::Default).await, args).await;
+    let (big, cursor) = big_session(&app, 50_000).await;
+    let mut client = WsClient::open_small_buffer(&app.base, TRANSPORT_WS, 4096).await;
+    client.init(json!({})).await;
+    client.subscribe_as("1", STALLED_SUB, json!({ "s": big, "after": cursor })).await;
+    let server_port: u16 = app.base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("server port");
+    let (mut most, mut steady) = (0, 0);
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let queued = server_send_queue(server_port, client.local_port()).expect("the server's socket");
+        (most, steady) = if queued > most { (queued, 0) } else { (most, steady + 1) };
+        if most > 0 && steady == 10 {
+            break;
+        }
+    }
+    drop(client);
+    most
+}
+
+/// A subscriber that stops reading holds at most its connection's send buffer of the kernel's TCP memory, which
+/// every socket of the machine shares; left to the kernel's autotuning it holds many times more.
+#[tokio::test]
+async fn a_stalled_subscriber_holds_no_more_kernel_memory_than_its_send_buffer() {
+    let capped = stalled_send_queue(64 * 1024).await;
+    // The kernel doubles SO_SNDBUF for its own bookkeeping, of which the queued bytes are a part.
+    assert!(capped > 0 && capped <= 2 * 64 * 1024, "queued {capped} bytes");
+    let autotuned = stalled_send_queue(0).await;
+    assert!(autotuned > 4 * capped, "autotuned {autotuned} bytes against {capped}");
+}

@@ -56,6 +56,14 @@ impl WsClient {
         WsClient { ws, legacy: protocol == LEGACY_WS, next_id: 0 }
     }
 
+    /// The client's own port (of a plain TCP connection).
+    pub fn local_port(&self) -> u16 {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("local address").port(),
+            _ => panic!("not a plain TCP connection"),
+        }
+    }
+
     /// Sends `connection_init` without waiting for the acknowledgement.
     pub async fn init(&mut self, payload: Value) {
         self.send(json!({ "type": "connection_init", "payload": payload })).await;
