@@ -255,6 +255,9 @@ fn init_authorization(payload: &serde_json::Value) -> Option<String> {
 }
 
 const WS_READ_BUFFER: usize = 4 * 1024;
+/// Bytes of outgoing messages gathered before they are written to the socket (each burst is flushed at its end
+/// anyway). A client that stops reading keeps this much of the server's memory, beside its kernel send buffer.
+const WS_WRITE_BUFFER: usize = 16 * 1024;
 
 /// `GET /graphql` with a WebSocket upgrade: subscriptions (and queries) over `graphql-transport-ws` or `graphql-ws`.
 pub(super) fn graphql_ws(state: HttpState, headers: &HeaderMap, upgrade: WebSocketUpgrade) -> Response {
@@ -270,7 +273,8 @@ pub(super) fn graphql_ws(state: HttpState, headers: &HeaderMap, upgrade: WebSock
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     // Clients send small protocol messages; the 128 KiB default read buffer is zero-filled on every read, which
     // showed up as the top cost of busy subscription connections. Larger messages still arrive (the buffer grows).
-    upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).read_buffer_size(WS_READ_BUFFER).on_upgrade(move |socket| {
+    let upgrade = upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).read_buffer_size(WS_READ_BUFFER);
+    upgrade.write_buffer_size(WS_WRITE_BUFFER).on_upgrade(move |socket| {
         serve(socket, state.gate, protocol, state.auth, authorization, state.ws, state.stopped, permit)
     })
 }
