@@ -1,7 +1,9 @@
 //! What a read costs, per request: the database's time (from `pg_stat_statements`: planning and execution of every
-//! statement the request ran), the server's CPU and the wall time, beside the cheapest single statement that
-//! returns the same rows. Then throughput with 8 concurrent clients, API against that statement from a pool.
+//! statement the request ran), the PostgreSQL backends' CPU (all the rest a request costs the database too), the
+//! server's CPU and the wall time, beside the cheapest single statement that returns the same rows. Then throughput
+//! with 8 concurrent clients, API against that statement from a pool.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration as StdDuration, Instant};
@@ -15,7 +17,7 @@ use sqlx::PgPool;
 use crate::Sizes;
 use crate::reads::{Dataset, generate};
 use crate::report::{Report, percentiles};
-use crate::server::{Client, Server};
+use crate::server::{Client, Server, process_cpu_seconds};
 
 /// One read: the GraphQL request and the statement it is measured against.
 struct Read {
@@ -95,6 +97,8 @@ struct Cost {
     db_us: Option<f64>,
     statements: Option<f64>,
     cpu_us: Option<f64>,
+    /// PostgreSQL backends' CPU per request (µs), see `backends_cpu`.
+    backend_us: Option<f64>,
 }
 
 /// Planning and execution time (ms) and calls of every statement since the last reset, on the bench database,
@@ -111,6 +115,31 @@ async fn statements(server: &Server) -> anyhow::Result<Option<(f64, f64)>> {
     .fetch_one(server.store.pool())
     .await?;
     Ok(Some((ms.unwrap_or(0.0), calls.unwrap_or(0) as f64)))
+}
+
+/// CPU seconds used so far by each PostgreSQL backend connected to the bench database, when the cluster runs on this
+/// machine (empty otherwise). Unlike `pg_stat_statements`, which times planning and running, this is everything a
+/// request costs the database: the protocol, parsing, locking every chunk of a generic plan, executor start and end.
+async fn backends_cpu(server: &Server) -> anyhow::Result<HashMap<u32, f64>> {
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'",
+    )
+    .fetch_all(server.store.pool())
+    .await?;
+    Ok(pids
+        .into_iter()
+        .filter_map(|pid| {
+            let pid = u32::try_from(pid).ok()?;
+            // A remote cluster's pid may name an unrelated local process.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            cmdline.starts_with(b"postgres:").then(|| Some((pid, process_cpu_seconds(pid)?)))?
+        })
+        .collect())
+}
+
+/// CPU seconds the backends used between two `backends_cpu` samples; a backend that started in between counts whole.
+fn backends_used(before: &HashMap<u32, f64>, after: &HashMap<u32, f64>) -> Option<f64> {
+    (!after.is_empty()).then(|| after.iter().map(|(pid, cpu)| cpu - before.get(pid).unwrap_or(&0.0)).sum())
 }
 
 async fn reset(server: &Server) -> anyhow::Result<()> {
@@ -130,6 +159,7 @@ where
         one(i).await?;
     }
     reset(server).await?;
+    let backends = backends_cpu(server).await?;
     let cpu = server.cpu_seconds();
     let mut times = Vec::with_capacity(runs);
     for i in 0..runs {
@@ -138,6 +168,7 @@ where
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let cpu = cpu.zip(server.cpu_seconds()).filter(|_| server_cpu).map(|(a, b)| (b - a) / runs as f64 * 1e6);
+    let backend_us = backends_used(&backends, &backends_cpu(server).await?).map(|s| s / runs as f64 * 1e6);
     let stats = statements(server).await?;
     let (p50, p99) = percentiles(times);
     Ok(Cost {
@@ -146,6 +177,7 @@ where
         db_us: stats.map(|(ms, _)| ms * 1000.0 / runs as f64),
         statements: stats.map(|(_, calls)| calls / runs as f64),
         cpu_us: cpu,
+        backend_us,
     })
 }
 
@@ -219,6 +251,13 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
             "costs",
             &format!("{}: one statement for the same rows, wall p50/p99, database per call", read.name),
             format!("{:.2}/{:.2} ms, {}", direct.p50, direct.p99, us(direct.db_us)),
+            "",
+            None,
+        );
+        report.add(
+            "costs",
+            &format!("{}: PostgreSQL backends' CPU per request, API vs one statement", read.name),
+            format!("{} vs {}", us(api.backend_us), us(direct.backend_us)),
             "",
             None,
         );

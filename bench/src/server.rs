@@ -162,11 +162,7 @@ impl Server {
 
     /// CPU seconds (user + system) the server process has used so far.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
-        // Fields after the command name (which may contain spaces): utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some(ticks / 100.0)
+        process_cpu_seconds(self.pid()?)
     }
 
     /// The server's peak RSS in MiB since the last reset.
@@ -265,4 +261,13 @@ pub fn flowtrace_binary() -> anyhow::Result<PathBuf> {
         bail!("{} is missing: build it first with `cargo build --release -p flowtrace -p bench`", binary.display());
     }
     Ok(binary)
+}
+
+/// CPU seconds (user + system) a process of this machine has used so far.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces): utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
