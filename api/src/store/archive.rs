@@ -167,8 +167,8 @@ impl Store {
 
     /// Where the next retention run of `table` cuts, if it ran now: it drops exactly the rows older than this.
     /// `retain_for` overrides the retention in force. Plain mode deletes rows older than now − retention, traces by
-    /// whole minutes (the server's own job, configured by `policies`); TimescaleDB drops whole chunks that end by then, with the
-    /// interval of the database's retention job. `None`: nothing would be dropped.
+    /// whole minutes (the server's own job, configured by `policies`); TimescaleDB drops whole chunks that end by
+    /// then, with the interval of the database's retention job. `None`: nothing would be dropped.
     pub async fn retention_cutoff(
         &self,
         table: &ArchiveTable,
