@@ -235,7 +235,7 @@ pub async fn spawn_on(
             tracing::debug!(%err, "TCP_NODELAY not set on an accepted connection");
         }
         if send_buffer > 0
-            && let Err(err) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer)
+            && let Err(err) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer as usize)
         {
             tracing::debug!(%err, "SO_SNDBUF not set on an accepted connection");
         }

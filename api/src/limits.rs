@@ -48,9 +48,14 @@ pub struct Limits {
     /// autotuning, up to `net.ipv4.tcp_wmem`'s maximum). The kernel's TCP memory is shared by every socket of the
     /// machine, the database connections included: left to autotuning, a few hundred clients that stop reading fill
     /// it, and then every connection waits. A client on a link with round-trip time R receives at most about twice
-    /// this per R.
-    #[arg(long, env = "FLOWTRACE_SOCKET_SEND_BUFFER_BYTES", default_value_t = 128 * 1024)]
-    pub socket_send_buffer_bytes: usize,
+    /// this per R. At most 1 GiB.
+    #[arg(
+        long,
+        env = "FLOWTRACE_SOCKET_SEND_BUFFER_BYTES",
+        default_value_t = 128 * 1024,
+        value_parser = clap::value_parser!(u32).range(0..=1 << 30)
+    )]
+    pub socket_send_buffer_bytes: u32,
     /// Seconds a graceful shutdown waits for in-flight requests and WebSocket closes before it stops anyway.
     #[arg(long, env = "FLOWTRACE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,

@@ -148,7 +148,7 @@ fn server_send_queue(server_port: u16, client_port: u16) -> Option<u64> {
 }
 
 /// The most the server's socket to a subscriber that never reads comes to hold, once it has stopped growing.
-async fn stalled_send_queue(send_buffer_bytes: usize) -> u64 {
+async fn stalled_send_queue(send_buffer_bytes: u32) -> u64 {
     let mut args = args(600, 5);
     args.limits.socket_send_buffer_bytes = send_buffer_bytes;
     let app = TestApp::with_db(test_db(Kind::Default).await, args).await;
