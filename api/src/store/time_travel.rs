@@ -3,6 +3,8 @@
 //! Every figure counts only rows with time <= `at`, so nothing from later leaks into the past; or, for live state,
 //! only the rows up to a mark in commit order (`RowMark`).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use entity::{session, trace};
 
@@ -207,11 +209,13 @@ impl Store {
             AsOf::At(_) => None,
             AsOf::Rows(mark) => Some(mark.traces),
         };
-        let traces = self.traces_at(&session.id, times.collect(), up_to).await?;
+        let mut traces: HashMap<DateTime<Utc>, Vec<trace::Model>> = HashMap::new();
+        for t in self.traces_at(&session.id, times.collect(), up_to).await? {
+            traces.entry(t.timestamp).or_default().push(t);
+        }
         // The latest of the traces at `at` that `matches`: the one written last.
         let latest = |at: Option<DateTime<Utc>>, matches: &dyn Fn(&trace::Model) -> bool| {
-            let at = at?;
-            traces.iter().filter(|t| t.timestamp == at && matches(t)).max_by_key(|t| t.seq).cloned()
+            traces.get(&at?)?.iter().filter(|t| matches(t)).max_by_key(|t| t.seq).cloned()
         };
 
         let nodes = rows
@@ -275,6 +279,7 @@ impl Store {
     }
 }
 
+/// The name the node had in its latest trace, on whichever side of it it was.
 fn name_from_latest(node: &NodeState) -> Option<String> {
     let as_target = node.last_input.as_ref().map(|t| ((t.timestamp, t.seq), &t.target_node_name));
     let as_source = node.last_output.as_ref().map(|t| ((t.timestamp, t.seq), &t.source_node_name));
