@@ -151,8 +151,8 @@ impl CompareQuery {
         let (a, b) = (id_arg("a", a)?, id_arg("b", b)?);
         let c: compare::Comparison = store(ctx).compare_sessions(&a, &b).await.gql()?;
         Ok(SessionComparison {
-            a: Session(c.a),
-            b: Session(c.b),
+            a: Session::from(c.a),
+            b: Session::from(c.b),
             nodes: Compared::lines(c.nodes),
             edges: Compared::lines(c.edges),
             first_divergence: c.first_divergence.map(|d| Divergence {

@@ -100,7 +100,7 @@ impl Subscription {
         };
         let follow = workflow_id.map_or(Follow::All, Follow::Workflow);
         let changes = live(ctx).session_changes(store, follow, mark);
-        let sessions = changes.flat_map(|batch| futures::stream::iter(batch.updates)).map(|u| Session(u.session));
+        let sessions = changes.flat_map(|batch| futures::stream::iter(batch.updates)).map(|u| Session::from(u.session));
         Ok(counted("sessionUpdates", sessions))
     }
 

@@ -1,14 +1,14 @@
 //! Relay arguments to a store `Page`, and store pages to connections. Page sizes are capped here, once.
 
 use async_graphql::connection::{Connection, Edge, EmptyFields};
-use async_graphql::{ObjectType, OutputType};
+use async_graphql::{InputType, ObjectType, OutputType, SelectionField};
 
 use crate::error::{bad_input, limit_exceeded};
 use crate::limits::Limits;
 use crate::store::cursor::{CursorKey, Page, PageOf};
 
 /// `first`/`after`/`last`/`before` as given by the client.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PageArgs {
     pub first: Option<i32>,
     pub after: Option<String>,
@@ -17,6 +17,26 @@ pub struct PageArgs {
 }
 
 impl PageArgs {
+    /// The arguments of a connection field ahead in the query, when it takes these four and no directive can skip it;
+    /// None when its arguments do not parse (its resolver then reports them).
+    pub fn of_selection(field: &SelectionField<'_>) -> Option<PageArgs> {
+        if !field.directives().ok()?.is_empty() {
+            return None;
+        }
+        let mut args = PageArgs::default();
+        for (name, value) in field.arguments().ok()? {
+            let value = Some(value);
+            match name.as_str() {
+                "first" => args.first = InputType::parse(value).ok()?,
+                "after" => args.after = InputType::parse(value).ok()?,
+                "last" => args.last = InputType::parse(value).ok()?,
+                "before" => args.before = InputType::parse(value).ok()?,
+                _ => return None,
+            }
+        }
+        Some(args)
+    }
+
     pub fn page<K: CursorKey>(&self, limits: &Limits) -> async_graphql::Result<Page<K>> {
         let size = match (self.first, self.last) {
             (Some(_), Some(_)) => return Err(bad_input("give first or last, not both")),

@@ -51,7 +51,7 @@ pub struct SessionReport(report::Report);
 impl SessionReport {
     /// The session.
     async fn session(&self) -> Session {
-        Session(self.0.session.clone())
+        Session::from(self.0.session.clone())
     }
     /// Its traces (the session's summary).
     async fn total_traces(&self) -> i64 {

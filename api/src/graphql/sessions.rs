@@ -1,75 +1,95 @@
 //! Sessions: `session`, `sessions`, `startSession`, `completeSession`, and the `Session` type.
 
+use std::sync::Mutex;
+
 use async_graphql::connection::Connection;
 use async_graphql::connection::EmptyFields;
 use async_graphql::{Context, ID, InputObject, Json, Object};
 use chrono::{DateTime, Utc};
-use entity::session;
+use entity::{session, trace};
 
 use super::events::{EventConnection, events_page};
 use super::pagination::{PageArgs, connection};
-use super::traces::{TraceConnection, traces_page};
+use super::traces::{TraceConnection, trace_connection, traces_page};
 use super::{id_arg, limits, store};
 use crate::domain::{SessionStatus, SessionSummary};
 use crate::error::Gql;
-use crate::store::cursor::{CursorKey, SessionKey};
+use crate::store::cursor::{CursorKey, PageOf, SessionKey, TraceKey};
 use crate::store::events::EventFilter;
 use crate::store::sessions::{NewSession, SessionFilter};
 use crate::store::traces::TraceFilter;
 
 /// One execution of a workflow.
-pub struct Session(pub session::Model);
+pub struct Session {
+    row: session::Model,
+    /// A page of `traces` read with the session, for the `traces` field these arguments ask for.
+    traces: Option<(PageArgs, Mutex<Option<PageOf<trace::Model>>>)>,
+}
+
+impl From<session::Model> for Session {
+    fn from(row: session::Model) -> Self {
+        Session { row, traces: None }
+    }
+}
+
+impl Session {
+    /// The page read with the session, once, when `args` are those it was read for.
+    fn take_traces(&self, args: &PageArgs) -> Option<PageOf<trace::Model>> {
+        let (_, page) = self.traces.as_ref().filter(|(read_for, _)| read_for == args)?;
+        page.lock().ok()?.take()
+    }
+}
 
 /// One execution of a workflow.
 #[Object]
 impl Session {
     /// The id the client gave to `startSession`, or the generated one (UUIDv7).
     async fn id(&self) -> ID {
-        ID(self.0.id.clone())
+        ID(self.row.id.clone())
     }
     /// The workflow this session ran.
     async fn workflow_id(&self) -> &str {
-        &self.0.workflow_id
+        &self.row.workflow_id
     }
     /// The version of the workflow that ran, when the engine reported one.
     async fn workflow_version_id(&self) -> Option<&str> {
-        self.0.workflow_version_id.as_deref()
+        self.row.workflow_version_id.as_deref()
     }
     /// The workflow's name as the engine reported it at start.
     async fn workflow_name(&self) -> &str {
-        &self.0.workflow_name
+        &self.row.workflow_name
     }
     /// Who started the session: the client's `userId`, else the token's `sub`.
     async fn user_id(&self) -> Option<&str> {
-        self.0.user_id.as_deref()
+        self.row.user_id.as_deref()
     }
     /// When the session started.
     async fn start_time(&self) -> DateTime<Utc> {
-        self.0.start_time
+        self.row.start_time
     }
     /// When the session ended; null while it runs.
     async fn end_time(&self) -> Option<DateTime<Utc>> {
-        self.0.end_time
+        self.row.end_time
     }
     /// Its lifecycle status now.
     async fn status(&self) -> SessionStatus {
-        self.0.status
+        self.row.status
     }
     /// Trace counts and totals, kept current by ingestion (never taken from the client).
     async fn summary(&self) -> SessionSummary {
-        SessionSummary::of(&self.0)
+        SessionSummary::of(&self.row)
     }
     /// Free JSON the client attached at start.
     async fn metadata(&self) -> Option<Json<serde_json::Value>> {
-        self.0.metadata.clone().map(Json)
+        self.row.metadata.clone().map(Json)
     }
     /// When flowtrace stored the session.
     async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+        self.row.created_at
     }
     /// When flowtrace last changed the session (a batch of traces, its completion).
     async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
+        self.row.updated_at
     }
 
     /// The session's traces, oldest first.
@@ -82,10 +102,14 @@ impl Session {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<TraceConnection> {
-        let filter = TraceFilter { session_id: Some(self.0.id.clone()), ..Default::default() };
+        let filter = TraceFilter { session_id: Some(self.row.id.clone()), ..Default::default() };
+        let args = PageArgs { first, after, last, before };
+        if let Some(rows) = self.take_traces(&args) {
+            return Ok(trace_connection(rows, filter));
+        }
         // Boxed: async-graphql moves each selected field's future, as large as the largest field's, into a box of its
         // own; unboxed, these reads made every `id` or `status` of every session on a page a copy of kilobytes.
-        Box::pin(traces_page(ctx, filter, PageArgs { first, after, last, before })).await
+        Box::pin(traces_page(ctx, filter, args)).await
     }
 
     /// The session's events, oldest first.
@@ -98,7 +122,7 @@ impl Session {
         last: Option<i32>,
         before: Option<String>,
     ) -> async_graphql::Result<EventConnection> {
-        let filter = EventFilter { session_id: self.0.id.clone(), ..Default::default() };
+        let filter = EventFilter { session_id: self.row.id.clone(), ..Default::default() };
         Box::pin(events_page(ctx, filter, PageArgs { first, after, last, before })).await
     }
 }
@@ -176,7 +200,16 @@ impl SessionsQuery {
     #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn session(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Session>> {
         let id = id_arg("id", id)?;
-        Ok(store(ctx).session(&id).await.gql()?.map(Session))
+        // A session shown with its traces: both in one statement.
+        let traces = ctx.look_ahead().field("traces").selection_fields();
+        if let [field] = traces.as_slice()
+            && let Some(args) = PageArgs::of_selection(field)
+            && let Ok(page) = args.page::<TraceKey>(limits(ctx))
+        {
+            let found = store(ctx).session_with_traces(&id, &page).await.gql()?;
+            return Ok(found.map(|(row, rows)| Session { row, traces: Some((args, Mutex::new(Some(rows)))) }));
+        }
+        Ok(store(ctx).session(&id).await.gql()?.map(Session::from))
     }
 
     /// Sessions, newest first.
@@ -210,7 +243,7 @@ impl SessionsQuery {
         Ok(connection(
             rows,
             |s| SessionKey { start_time: s.start_time, id: s.id.clone() }.encode(),
-            Session,
+            Session::from,
             SessionTotal(filter),
         ))
     }
@@ -235,7 +268,7 @@ impl SessionsMutation {
             start_time: input.start_time,
             metadata: input.metadata.map(|j| j.0),
         };
-        store(ctx).start_session(limits(ctx), new).await.gql().map(Session)
+        store(ctx).start_session(limits(ctx), new).await.gql().map(Session::from)
     }
 
     /// Ends a session as COMPLETED, FAILED or CANCELLED at `endTime` (default now). Repeating the same completion
@@ -248,7 +281,7 @@ impl SessionsMutation {
         status: SessionStatus,
         end_time: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<Session> {
-        store(ctx).complete_session(&id, status, end_time).await.gql().map(Session)
+        store(ctx).complete_session(&id, status, end_time).await.gql().map(Session::from)
     }
 
     /// Deprecated: retention policies delete old sessions. Changes nothing and returns 0.

@@ -116,7 +116,7 @@ impl WorkflowState {
     }
     /// The session this state is of.
     async fn session(&self) -> Session {
-        Session(self.0.session.clone())
+        Session::from(self.0.session.clone())
     }
     /// RUNNING while the session had not ended by `at`.
     async fn session_status(&self) -> SessionStatus {
@@ -304,7 +304,7 @@ impl TimeTravelQuery {
             return Err(bad_input(format!("first must be between 1 and 1000, got {first}")));
         }
         let rows = store(ctx).running_sessions(&workflow_id, at, first.into()).await.gql()?;
-        Ok(rows.into_iter().map(Session).collect())
+        Ok(rows.into_iter().map(Session::from).collect())
     }
 
     /// Every trace of a session in `[start, end]`, ordered by (timestamp, seq).

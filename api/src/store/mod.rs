@@ -350,18 +350,23 @@ impl Store {
     }
 
     async fn all<M: Row>(&self, sql: Sql) -> StoreResult<Vec<M>> {
+        Ok(self.rows(sql).await?.iter().map(M::from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The rows of a read undecoded, for the reads whose rows carry more than one kind of record.
+    async fn rows(&self, sql: Sql) -> StoreResult<Vec<PgRow>> {
         if self.scope.is_none() {
             if self.replicas.is_none() {
                 let mut conn = self.primary.reader().await?;
-                let rows = sql.query_as()?.fetch_all(&mut *conn).await;
+                let rows = sql.query()?.fetch_all(&mut *conn).await;
                 // Back in the pool now, not from a task spawned on drop: the next read finds it idle.
                 conn.return_to_pool().await;
                 return Ok(rows?);
             }
-            return Ok(sql.query_as()?.fetch_all(&self.read_pool().await).await?);
+            return Ok(sql.query()?.fetch_all(&self.read_pool().await).await?);
         }
         let mut tx = self.read_tx().await?;
-        let rows = sql.query_as()?.fetch_all(&mut *tx).await?;
+        let rows = sql.query()?.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(rows)
     }
@@ -428,12 +433,22 @@ impl Sql {
     }
 
     fn query_as<'q, M: Row>(self) -> StoreResult<sqlx::query::QueryAs<'q, Postgres, M, PgArguments>> {
+        let (text, args) = self.parts()?;
+        Ok(sqlx::query_as_with(text, args))
+    }
+
+    fn query<'q>(self) -> StoreResult<sqlx::query::Query<'q, Postgres, PgArguments>> {
+        let (text, args) = self.parts()?;
+        Ok(sqlx::query_with(text, args))
+    }
+
+    fn parts(self) -> StoreResult<(sqlx::AssertSqlSafe<String>, PgArguments)> {
         if let Some(err) = self.unencodable {
             tracing::debug!(%err, "a value could not be encoded for the database");
             return Err(StoreError::BadInput("a value cannot be stored (out of range)".into()));
         }
         // The text is ours; client values are only in `args`.
-        Ok(sqlx::query_as_with(sqlx::AssertSqlSafe(self.text), self.args))
+        Ok((sqlx::AssertSqlSafe(self.text), self.args))
     }
 }
 

@@ -1,18 +1,21 @@
 //! Sessions: start, complete, look up, list.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
-use super::cursor::{Page, PageOf, SessionKey, finish, keyset};
+use super::cursor::{Page, PageOf, SessionKey, TraceKey, finish, keyset};
 use super::ids::{check_id, generate_id};
 use super::ingest::{check_name, check_time};
 use super::notify::{Kind, Wakeup};
+use super::traces::TRACE_COLUMNS;
 use super::{Sql, Store, StoreError, StoreResult, like_pattern};
 use crate::domain::SessionStatus;
 use crate::limits::Limits;
 use chrono::{DateTime, Utc};
-use entity::session;
+use entity::{session, trace};
 use serde_json::Value as Json;
-use sqlx::{Postgres, Transaction};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Postgres, Row, Transaction};
 
 #[derive(Clone, Debug, Default)]
 pub struct NewSession {
@@ -190,6 +193,40 @@ impl Store {
         Ok(self.all(sql).await?.into_iter().next())
     }
 
+    /// A session with one page of its traces, read in one statement: the second statement of reading them apart costs
+    /// PostgreSQL more than the join (protocol, locks, executor start and end).
+    pub async fn session_with_traces(
+        &self,
+        id: &str,
+        page: &Page<TraceKey>,
+    ) -> StoreResult<Option<(session::Model, PageOf<trace::Model>)>> {
+        static COLUMNS: LazyLock<String> = LazyLock::new(|| {
+            SESSION_COLUMNS.split(',').map(|c| format!("{c} AS s_{}", c.trim())).collect::<Vec<_>>().join(",")
+        });
+        let mut sql = Sql::new(&format!("SELECT * FROM (SELECT {} FROM flow_trace_sessions WHERE id = ", *COLUMNS));
+        let p = sql.bind(id);
+        sql.push(&format!(
+            "{p} LIMIT 1) s LEFT JOIN LATERAL (SELECT {TRACE_COLUMNS} FROM flow_traces WHERE session_id = {p}"
+        ));
+        keyset(&mut sql, ("timestamp", "seq"), page, false);
+        sql.push(") t ON TRUE");
+        let rows = self.rows(sql).await?;
+        let Some(first) = rows.first() else { return Ok(None) };
+        let session = prefixed_session(first)?;
+        let mut traces = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<&str>, _>("id")?.is_some() {
+                traces.push(trace::Model::from_row(row)?);
+            }
+        }
+        // In the page's order whatever order the join returned them in, as `finish` expects.
+        traces.sort_by_key(|t| (t.timestamp, t.seq));
+        if page.from_end {
+            traces.reverse();
+        }
+        Ok(Some((session, finish(traces, page))))
+    }
+
     /// The sessions with these ids, by id (one read for many, as live delivery needs); unknown ids are left out.
     pub async fn sessions_by_id(&self, ids: Vec<String>) -> StoreResult<HashMap<String, session::Model>> {
         let mut sql = Sql::new(&format!("SELECT {SESSION_COLUMNS} FROM flow_trace_sessions WHERE id = ANY("));
@@ -289,4 +326,28 @@ async fn record_change(
     Wakeup { kind: Kind::Session, session_id: session_id.to_owned(), workflow_id: workflow_id.to_owned(), seq }
         .send(tx)
         .await
+}
+
+/// The session of a row whose session columns are prefixed `s_` (see `session_with_traces`).
+fn prefixed_session(row: &PgRow) -> Result<session::Model, sqlx::Error> {
+    Ok(session::Model {
+        id: row.try_get("s_id")?,
+        start_time: row.try_get("s_start_time")?,
+        workflow_id: row.try_get("s_workflow_id")?,
+        workflow_version_id: row.try_get("s_workflow_version_id")?,
+        workflow_name: row.try_get("s_workflow_name")?,
+        user_id: row.try_get("s_user_id")?,
+        end_time: row.try_get("s_end_time")?,
+        status: row.try_get("s_status")?,
+        total_traces: row.try_get("s_total_traces")?,
+        success_count: row.try_get("s_success_count")?,
+        error_count: row.try_get("s_error_count")?,
+        warning_count: row.try_get("s_warning_count")?,
+        total_data_size: row.try_get("s_total_data_size")?,
+        total_duration: row.try_get("s_total_duration")?,
+        timed_traces: row.try_get("s_timed_traces")?,
+        metadata: row.try_get("s_metadata")?,
+        created_at: row.try_get("s_created_at")?,
+        updated_at: row.try_get("s_updated_at")?,
+    })
 }

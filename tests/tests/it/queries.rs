@@ -184,3 +184,139 @@ async fn repeated_query_texts_run_what_each_request_asks() {
         assert_eq!(code, "BAD_USER_INPUT");
     }
 }
+
+const PAGE: &str = "pageInfo { hasNextPage hasPreviousPage startCursor endCursor } edges { cursor node { id } }";
+
+/// A session asked for with its traces reads both in one statement: each page must be the one `traces(sessionId)`
+/// gives for the same arguments, through fragments and variables, with aliases and skipped fields falling back.
+#[tokio::test]
+async fn a_session_read_with_its_traces_pages_them_as_the_traces_query_does() {
+    let app = TestApp::start(Kind::Default).await;
+    let s = session(&app, "wf", 0).await;
+    let other = session(&app, "wf", 10).await;
+    let empty = session(&app, "wf", 20).await;
+    record(&app, s, (0..45).map(|i| trace(i / 2, "SUCCESS", "a", "b")).collect()).await;
+    record(&app, other, (0..5).map(|i| trace(i, "SUCCESS", "a", "b")).collect()).await;
+
+    let alone = |args: Value| {
+        let app = &app;
+        async move {
+            let q = format!(
+                "query($s: ID!, $first: Int, $after: String, $last: Int, $before: String) {{
+                    traces(sessionId: $s, first: $first, after: $after, last: $last, before: $before) {{ {PAGE} }} }}"
+            );
+            let mut vars = args.clone();
+            vars["s"] = json!(s);
+            app.ok(&q, vars).await["traces"].clone()
+        }
+    };
+    let with_session = "query($s: ID!, $first: Int, $after: String, $last: Int, $before: String) {
+        session(id: $s) { id summary { totalTraces }
+            traces(first: $first, after: $after, last: $last, before: $before) { PAGE } } }"
+        .replace("PAGE", PAGE);
+    let first_page = alone(json!({ "first": 10 })).await;
+    let tail = alone(json!({ "last": 7 })).await;
+    let cases = [
+        json!({}),
+        json!({ "first": 10 }),
+        json!({ "first": 10, "after": first_page["pageInfo"]["endCursor"] }),
+        json!({ "first": 100 }),
+        json!({ "first": 0 }),
+        json!({ "last": 7 }),
+        json!({ "last": 7, "before": tail["pageInfo"]["startCursor"] }),
+        json!({ "last": 100 }),
+    ];
+    for args in cases {
+        let mut vars = args.clone();
+        vars["s"] = json!(s);
+        let data = app.ok(&with_session, vars).await;
+        assert_eq!(data["session"]["summary"]["totalTraces"], 45);
+        assert_eq!(data["session"]["traces"], alone(args.clone()).await, "page {args}");
+    }
+
+    // The same page asked for through a fragment, with literal arguments.
+    let q = format!(
+        "query($s: ID!) {{ session(id: $s) {{ ...T }} }} fragment T on Session {{ traces(first: 3) {{ {PAGE} }} }}"
+    );
+    let data = app.ok(&q, json!({ "s": s })).await;
+    assert_eq!(data["session"]["traces"], alone(json!({ "first": 3 })).await);
+
+    // Two pages under aliases, and a skipped one: each answered as asked.
+    let q = format!(
+        "query($s: ID!, $no: Boolean!) {{ session(id: $s) {{
+            head: traces(first: 4) {{ {PAGE} }} end: traces(last: 4) {{ {PAGE} }}
+        }} again: session(id: $s) {{ traces(first: 2) @include(if: $no) {{ {PAGE} }} id }} }}"
+    );
+    let data = app.ok(&q, json!({ "s": s, "no": false })).await;
+    assert_eq!(data["session"]["head"], alone(json!({ "first": 4 })).await);
+    assert_eq!(data["session"]["end"], alone(json!({ "last": 4 })).await);
+    assert_eq!(data["again"], json!({ "id": s.to_string() }));
+
+    // A session without traces, and no session.
+    let data = app.ok(&with_session, json!({ "s": empty, "first": 5 })).await;
+    assert_eq!(data["session"]["traces"]["edges"], json!([]));
+    assert_eq!(data["session"]["traces"]["pageInfo"]["hasNextPage"], false);
+    let data = app.ok(&with_session, json!({ "s": Uuid::new_v4(), "first": 5 })).await;
+    assert_eq!(data["session"], Value::Null);
+
+    // Arguments the page refuses are refused as by the traces query, with the session's own read left to run.
+    let (code, _) = app.err(&with_session, json!({ "s": s, "first": -1 })).await;
+    assert_eq!(code, "BAD_USER_INPUT");
+    let (code, _) = app.err(&with_session, json!({ "s": s, "after": "garbage" })).await;
+    assert_eq!(code, "BAD_USER_INPUT");
+    let (code, _) = app.err(&with_session, json!({ "s": s, "first": 1001 })).await;
+    assert_eq!(code, "LIMIT_EXCEEDED");
+}
+
+/// A session and its traces come from one snapshot: a change committed while the request runs shows in both or in
+/// neither. The change waits on a lock on the traces table, so it lands between the reads if they are two.
+#[tokio::test]
+async fn a_session_and_its_traces_are_read_at_one_instant() {
+    use sqlx::Connection;
+    let app = TestApp::start(Kind::Default).await;
+    let s = session(&app, "wf", 0).await;
+    record(&app, s, (0..10).map(|i| trace(i, "SUCCESS", "a", "b")).collect()).await;
+
+    let mut writer = sqlx::PgConnection::connect(app.db.store.url()).await.expect("own connection");
+    let mut tx = writer.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE flow_traces IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await.expect("lock");
+    let client = TestApp::client_for(app.base.clone());
+    let q =
+        "query($s: ID!) { session(id: $s) { summary { totalTraces } traces(first: 100) { edges { node { id } } } } }";
+    let read = tokio::spawn(async move { client.gql(q, json!({ "s": s })).await });
+    // Until the request waits on the lock (`query` is cut at 1 KiB: the join names flow_traces after that).
+    let mut waited = 0;
+    while app
+        .scalar_i64(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND query LIKE '%FROM flow_trace%'",
+        )
+        .await
+        == 0
+    {
+        waited += 1;
+        assert!(waited < 1000, "the read never reached the locked table");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let sid = s.to_string();
+    sqlx::query(
+        "DELETE FROM flow_traces WHERE session_id = $1
+           AND id = (SELECT id FROM flow_traces WHERE session_id = $1 ORDER BY timestamp LIMIT 1)",
+    )
+    .bind(&sid)
+    .execute(&mut *tx)
+    .await
+    .expect("delete");
+    sqlx::query("UPDATE flow_trace_sessions SET total_traces = total_traces - 1 WHERE id = $1")
+        .bind(&sid)
+        .execute(&mut *tx)
+        .await
+        .expect("update");
+    tx.commit().await.expect("commit");
+
+    let body = read.await.expect("read");
+    let session = &body["data"]["session"];
+    let total = session["summary"]["totalTraces"].as_i64().expect("total");
+    let edges = session["traces"]["edges"].as_array().expect("edges").len() as i64;
+    assert_eq!(total, edges, "the summary and the page agree: {body}");
+}

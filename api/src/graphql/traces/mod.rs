@@ -21,7 +21,7 @@ use super::pagination::{PageArgs, connection};
 use super::{id_arg, limits, reveals, store};
 use crate::domain::TraceStatus;
 use crate::error::Gql;
-use crate::store::cursor::{CursorKey, SeqKey, TraceKey};
+use crate::store::cursor::{CursorKey, PageOf, SeqKey, TraceKey};
 use crate::store::traces::{TraceFilter, TraceSearch};
 
 /// Data passed along one connection of the workflow graph. Resolved in one pass (see `one_pass`): a page holds
@@ -339,7 +339,12 @@ pub async fn traces_page(
 ) -> async_graphql::Result<TraceConnection> {
     let page = args.page::<TraceKey>(limits(ctx))?;
     let rows = store(ctx).traces(&filter, &page).await.gql()?;
-    Ok(connection(rows, trace_cursor, Trace, TraceTotal(filter)))
+    Ok(trace_connection(rows, filter))
+}
+
+/// A page of the traces `filter` selects.
+pub fn trace_connection(rows: PageOf<trace::Model>, filter: TraceFilter) -> TraceConnection {
+    connection(rows, trace_cursor, Trace, TraceTotal(filter))
 }
 
 /// Narrower filters for a trace search, all of which must match.
