@@ -4,7 +4,8 @@
 //! and merged into a map: about 0.4 µs a field, 44 % of the server's CPU on a page of 100 traces. A trace's fields are
 //! plain values of a row that is already in memory, so `resolve` walks the selection set once and builds the object
 //! directly. The schema still declares these types through async-graphql's derives (see `traces::TraceType`); a test
-//! runs both over the same rows and queries and compares the answers.
+//! runs both over the same rows and queries and compares the answers. A type with fields that read the database
+//! (`Session.traces`) is resolved in one pass only when none of those is selected, by its derived resolvers otherwise.
 //!
 //! What the walk must do is what `async_graphql::resolver_utils::Fields::add_set` does for an object type that
 //! implements no interfaces: fields under their response keys (aliases), `__typename`, named and inline fragments
@@ -22,6 +23,10 @@ pub trait OnePass {
     /// The GraphQL type name, for `__typename` and fragment type conditions.
     const TYPE_NAME: &'static str;
 
+    /// Fields that must be awaited (they read the database): a selection with any of them is answered by the type's
+    /// derived resolvers instead (`resolve_unless_awaited`).
+    const AWAITED: &'static [&'static str] = &[];
+
     /// The value of one selected field, by its schema name. Validation has already refused names the type lacks;
     /// a nested object resolves its own selection with `nested`.
     fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value>;
@@ -29,10 +34,18 @@ pub trait OnePass {
 
 /// The object's selected fields, as async-graphql would answer them.
 pub fn resolve<T: OnePass>(ctx: &ContextSelectionSet<'_>, object: &T) -> ServerResult<Value> {
+    debug_assert!(T::AWAITED.is_empty(), "{} awaits some fields: use resolve_unless_awaited", T::TYPE_NAME);
+    Ok(resolve_unless_awaited(ctx, object)?.unwrap_or(Value::Null))
+}
+
+/// `resolve`, or None when the selection asks for one of `T::AWAITED`.
+pub fn resolve_unless_awaited<T: OnePass>(ctx: &ContextSelectionSet<'_>, object: &T) -> ServerResult<Option<Value>> {
     let mut fields = IndexMap::with_capacity(ctx.item.node.items.len());
-    collect(ctx, &ctx.item.node, object, &mut fields)?;
+    if !collect(ctx, &ctx.item.node, object, &mut fields)? {
+        return Ok(None);
+    }
     // As async-graphql: an object with nothing selected (every field skipped) is null.
-    Ok(if fields.is_empty() { Value::Null } else { Value::Object(fields) })
+    Ok(Some(if fields.is_empty() { Value::Null } else { Value::Object(fields) }))
 }
 
 /// A nested object's selection: the sub-selection of `field` on `object`.
@@ -45,10 +58,13 @@ fn collect<T: OnePass>(
     set: &SelectionSet,
     object: &T,
     fields: &mut IndexMap<Name, Value>,
-) -> ServerResult<()> {
+) -> ServerResult<bool> {
     for selection in &set.items {
         match &selection.node {
             Selection::Field(field) => {
+                if T::AWAITED.contains(&field.node.name.node.as_str()) {
+                    return Ok(false);
+                }
                 let value = if field.node.name.node == "__typename" {
                     Value::String(T::TYPE_NAME.to_owned())
                 } else {
@@ -63,18 +79,22 @@ fn collect<T: OnePass>(
                     .fragments
                     .get(name)
                     .ok_or_else(|| ServerError::new(format!(r#"Unknown fragment "{name}"."#), Some(spread.pos)))?;
-                if fragment.node.type_condition.node.on.node == T::TYPE_NAME {
-                    collect(ctx, &fragment.node.selection_set.node, object, fields)?;
+                if fragment.node.type_condition.node.on.node == T::TYPE_NAME
+                    && !collect(ctx, &fragment.node.selection_set.node, object, fields)?
+                {
+                    return Ok(false);
                 }
             }
             Selection::InlineFragment(fragment) => {
-                if fragment.node.type_condition.as_ref().is_none_or(|c| c.node.on.node == T::TYPE_NAME) {
-                    collect(ctx, &fragment.node.selection_set.node, object, fields)?;
+                if fragment.node.type_condition.as_ref().is_none_or(|c| c.node.on.node == T::TYPE_NAME)
+                    && !collect(ctx, &fragment.node.selection_set.node, object, fields)?
+                {
+                    return Ok(false);
                 }
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A repeated response key merges its sub-selections into the first (`a { x } a { y }` gives `a { x y }`).
@@ -96,4 +116,55 @@ fn insert(fields: &mut IndexMap<Name, Value>, name: Name, value: Value) {
 /// The error for a field name the type does not have (validation refuses such documents before they get here).
 pub fn unknown<T: OnePass>(name: &str, field: &Positioned<Field>) -> ServerError {
     ServerError::new(format!(r#"Cannot query field "{name}" on type "{}"."#, T::TYPE_NAME), Some(field.pos))
+}
+
+/// What the tests of one-pass types share: running a query, and selecting every field of a type.
+#[cfg(test)]
+pub mod testing {
+    use async_graphql::{EmptyMutation, EmptySubscription, ObjectType, Request, Schema, Variables};
+    use serde_json::{Value as JsonValue, json};
+
+    pub async fn run<Q: ObjectType + 'static>(
+        schema: &Schema<Q, EmptyMutation, EmptySubscription>,
+        query: &str,
+        vars: JsonValue,
+    ) -> JsonValue {
+        let response = schema.execute(Request::new(query).variables(Variables::from_json(vars))).await;
+        assert!(response.errors.is_empty(), "{query}: {:?}", response.errors);
+        response.data.into_json().unwrap()
+    }
+
+    /// Every field of `type_name` but `skip`, and of the objects under it, read from the schema itself, so a field
+    /// added to the declaration and not to the one-pass resolution fails.
+    pub async fn every_field<Q: ObjectType + 'static>(
+        schema: &Schema<Q, EmptyMutation, EmptySubscription>,
+        type_name: &str,
+        skip: &[&str],
+    ) -> String {
+        let fields = |name: &str| {
+            format!(
+                r#"{{ __type(name: "{name}") {{ fields {{ name type {{ name ofType {{ name kind }} kind }} }} }} }}"#
+            )
+        };
+        let mut selection = Vec::new();
+        for field in run(schema, &fields(type_name), json!({})).await["__type"]["fields"].as_array().unwrap() {
+            let ty = &field["type"];
+            let (kind, name) = match ty["kind"].as_str() {
+                Some("NON_NULL") => (&ty["ofType"]["kind"], &ty["ofType"]["name"]),
+                _ => (&ty["kind"], &ty["name"]),
+            };
+            let mut item = field["name"].as_str().unwrap().to_owned();
+            if skip.contains(&item.as_str()) {
+                continue;
+            }
+            if kind == "OBJECT" {
+                let inner = run(schema, &fields(name.as_str().unwrap()), json!({})).await;
+                let names: Vec<&str> =
+                    inner["__type"]["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+                item = format!("{item} {{ {} }}", names.join(" "));
+            }
+            selection.push(item);
+        }
+        selection.join(" ")
+    }
 }

@@ -1,14 +1,20 @@
 //! Sessions: `session`, `sessions`, `startSession`, `completeSession`, and the `Session` type.
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 
 use async_graphql::connection::Connection;
 use async_graphql::connection::EmptyFields;
-use async_graphql::{Context, ID, InputObject, Json, Object};
+use async_graphql::parser::types::Field;
+use async_graphql::registry::Registry;
+use async_graphql::{
+    Context, ContextSelectionSet, ID, InputObject, InputType, Json, Object, OutputType, Positioned, ServerResult, Value,
+};
 use chrono::{DateTime, Utc};
 use entity::{session, trace};
 
 use super::events::{EventConnection, events_page};
+use super::one_pass::{self, OnePass};
 use super::pagination::{PageArgs, connection};
 use super::traces::{TraceConnection, trace_connection, traces_page};
 use super::{id_arg, limits, store};
@@ -19,20 +25,83 @@ use crate::store::events::EventFilter;
 use crate::store::sessions::{NewSession, SessionFilter};
 use crate::store::traces::TraceFilter;
 
-/// One execution of a workflow.
-pub struct Session {
+/// One execution of a workflow. Resolved in one pass (see `one_pass`) unless `traces` or `events` is selected: a page
+/// of sessions holds many and their other fields are plain values of the row. `SessionType` declares it to the schema.
+pub struct Session(SessionType);
+
+impl From<session::Model> for Session {
+    fn from(row: session::Model) -> Self {
+        Session(SessionType { row, traces: None })
+    }
+}
+
+impl OutputType for Session {
+    fn type_name() -> Cow<'static, str> {
+        SessionType::type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        SessionType::create_type_info(registry)
+    }
+
+    async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        match one_pass::resolve_unless_awaited(ctx, self)? {
+            Some(value) => Ok(value),
+            None => OutputType::resolve(&self.0, ctx, field).await,
+        }
+    }
+}
+
+impl OnePass for Session {
+    const TYPE_NAME: &'static str = "Session";
+    const AWAITED: &'static [&'static str] = &["traces", "events"];
+
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        let m = &self.0.row;
+        Ok(match field.node.name.node.as_str() {
+            "id" => m.id.to_value(),
+            "workflowId" => m.workflow_id.to_value(),
+            "workflowVersionId" => m.workflow_version_id.to_value(),
+            "workflowName" => m.workflow_name.to_value(),
+            "userId" => m.user_id.to_value(),
+            "startTime" => m.start_time.to_value(),
+            "endTime" => m.end_time.to_value(),
+            "status" => m.status.to_value(),
+            "summary" => one_pass::nested(ctx, field, &SessionSummary::of(m))?,
+            // As `Json` resolves: the metadata serialised into a GraphQL value.
+            "metadata" => m.metadata.as_ref().map_or(Value::Null, |j| async_graphql::to_value(j).unwrap_or_default()),
+            "createdAt" => m.created_at.to_value(),
+            "updatedAt" => m.updated_at.to_value(),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
+impl OnePass for SessionSummary {
+    const TYPE_NAME: &'static str = "SessionSummary";
+
+    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        Ok(match field.node.name.node.as_str() {
+            "totalTraces" => self.total_traces.to_value(),
+            "successCount" => self.success_count.to_value(),
+            "errorCount" => self.error_count.to_value(),
+            "warningCount" => self.warning_count.to_value(),
+            "totalDataSize" => self.total_data_size.to_value(),
+            "averageDuration" => self.average_duration.to_value(),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
+/// The schema's declaration of `Session`, the resolvers of a selection with `traces` or `events`, and the reference
+/// the one-pass resolution is tested against.
+pub struct SessionType {
     row: session::Model,
     /// A page of `traces` read with the session, for the `traces` field these arguments ask for.
     traces: Option<(PageArgs, Mutex<Option<PageOf<trace::Model>>>)>,
 }
 
-impl From<session::Model> for Session {
-    fn from(row: session::Model) -> Self {
-        Session { row, traces: None }
-    }
-}
-
-impl Session {
+impl SessionType {
     /// The page read with the session, once, when `args` are those it was read for.
     fn take_traces(&self, args: &PageArgs) -> Option<PageOf<trace::Model>> {
         let (_, page) = self.traces.as_ref().filter(|(read_for, _)| read_for == args)?;
@@ -41,8 +110,8 @@ impl Session {
 }
 
 /// One execution of a workflow.
-#[Object]
-impl Session {
+#[Object(name = "Session")]
+impl SessionType {
     /// The id the client gave to `startSession`, or the generated one (UUIDv7).
     async fn id(&self) -> ID {
         ID(self.row.id.clone())
@@ -207,7 +276,9 @@ impl SessionsQuery {
             && let Ok(page) = args.page::<TraceKey>(limits(ctx))
         {
             let found = store(ctx).session_with_traces(&id, &page).await.gql()?;
-            return Ok(found.map(|(row, rows)| Session { row, traces: Some((args, Mutex::new(Some(rows)))) }));
+            return Ok(
+                found.map(|(row, rows)| Session(SessionType { row, traces: Some((args, Mutex::new(Some(rows)))) }))
+            );
         }
         Ok(store(ctx).session(&id).await.gql()?.map(Session::from))
     }
@@ -288,5 +359,109 @@ impl SessionsMutation {
     #[graphql(deprecation = "Retention policies delete expired sessions; this does nothing.")]
     async fn delete_old_sessions(&self, _days: Option<i32>) -> i32 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The one-pass `Session` must answer every selection without `traces` or `events` as the derived `SessionType`
+    //! does. (Those two read the database; the integration tests cover them.)
+
+    use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+    use serde_json::{Value as JsonValue, json};
+
+    use super::*;
+    use crate::graphql::one_pass::testing::{every_field, run};
+
+    struct Rows(Vec<session::Model>);
+
+    #[Object]
+    impl Rows {
+        async fn declared(&self) -> Vec<SessionType> {
+            self.0.iter().cloned().map(|row| SessionType { row, traces: None }).collect()
+        }
+        async fn resolved(&self) -> Vec<Session> {
+            self.0.iter().cloned().map(Session::from).collect()
+        }
+    }
+
+    fn rows() -> Vec<session::Model> {
+        let at = DateTime::from_timestamp(1_795_000_000, 123_456_000).unwrap();
+        let full = session::Model {
+            id: "fts_mf3k2q1a:with:colons".into(),
+            start_time: at,
+            workflow_id: "wf".into(),
+            workflow_version_id: Some("v2".into()),
+            workflow_name: "Workflow".into(),
+            user_id: Some("ada".into()),
+            end_time: Some(at + chrono::Duration::milliseconds(1500)),
+            status: SessionStatus::Failed,
+            total_traces: 9_007_199_254,
+            success_count: 7,
+            error_count: 1,
+            warning_count: 1,
+            total_data_size: 4096,
+            total_duration: 37.5,
+            timed_traces: 3,
+            metadata: Some(json!({ "env": "prod", "n": [1, 2.5, null, { "deep": true }] })),
+            created_at: at,
+            updated_at: at + chrono::Duration::seconds(2),
+        };
+        let bare = session::Model {
+            id: "0193a3c2-7e55-7c1b-9a10-7f0e2b3c4d5e".into(),
+            workflow_version_id: None,
+            user_id: None,
+            end_time: None,
+            status: SessionStatus::Running,
+            total_traces: 0,
+            success_count: 0,
+            error_count: 0,
+            warning_count: 0,
+            total_data_size: 0,
+            total_duration: 0.0,
+            timed_traces: 0,
+            metadata: None,
+            ..full.clone()
+        };
+        vec![full, bare]
+    }
+
+    #[tokio::test]
+    async fn one_pass_sessions_answer_as_the_derived_resolvers_do() {
+        let schema = Schema::new(Rows(rows()), EmptyMutation, EmptySubscription);
+        let all = every_field(&schema, "Session", &["traces", "events"]).await;
+        assert!(all.contains("summary { totalTraces") && all.contains("metadata"), "{all}");
+        let shapes = [
+            ("", all.clone(), ""),
+            // Aliases, __typename at every level, a key asked twice merges its sub-selections.
+            ("", "__typename a: id b: id summary { __typename totalTraces } summary { averageDuration }".into(), ""),
+            // Named and inline fragments, with and without a type condition, nested.
+            (
+                "",
+                "...S ... on Session { endTime summary { ...M } } ... { userId }".into(),
+                "fragment S on Session { status metadata } fragment M on SessionSummary { errorCount }",
+            ),
+            // @skip and @include by variable.
+            (
+                "($yes: Boolean!, $no: Boolean!)",
+                "id status @skip(if: $yes) summary @include(if: $no) { totalTraces }".into(),
+                "",
+            ),
+        ];
+        for (variables, shape, fragments) in shapes {
+            let query = format!("query{variables} {{ declared {{ {shape} }} resolved {{ {shape} }} }} {fragments}");
+            let data = run(&schema, &query, json!({ "yes": true, "no": false })).await;
+            assert_eq!(data["resolved"], data["declared"], "{shape}");
+            assert_eq!(data["resolved"].as_array().map(Vec::len), Some(2), "{shape}");
+        }
+
+        let data = run(&schema, &format!("{{ resolved {{ {all} }} }}"), json!({})).await;
+        let full = &data["resolved"][0];
+        assert_eq!(full["status"], "FAILED");
+        assert_eq!(full["summary"]["averageDuration"], 12.5);
+        assert_eq!(full["metadata"]["n"][3]["deep"], true);
+        let bare = &data["resolved"][1];
+        assert_eq!(bare["summary"]["averageDuration"], JsonValue::Null);
+        assert_eq!(bare["metadata"], JsonValue::Null);
     }
 }

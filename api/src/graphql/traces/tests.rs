@@ -1,9 +1,10 @@
 //! The one-pass `Trace` must answer every query exactly as the derived `TraceType` does.
 
-use async_graphql::{EmptyMutation, EmptySubscription, Request, Schema, Variables};
+use async_graphql::{EmptyMutation, EmptySubscription, Schema};
 use serde_json::{Value as JsonValue, json};
 
 use super::*;
+use crate::graphql::one_pass::testing::{every_field, run};
 
 struct Rows(Vec<trace::Model>);
 
@@ -85,41 +86,10 @@ fn schema() -> Schema<Rows, EmptyMutation, EmptySubscription> {
     Schema::new(Rows(rows()), EmptyMutation, EmptySubscription)
 }
 
-async fn run(schema: &Schema<Rows, EmptyMutation, EmptySubscription>, query: &str, vars: JsonValue) -> JsonValue {
-    let response = schema.execute(Request::new(query).variables(Variables::from_json(vars))).await;
-    assert!(response.errors.is_empty(), "{query}: {:?}", response.errors);
-    response.data.into_json().unwrap()
-}
-
-/// Every field of `Trace` and of the objects under it, read from the schema itself, so a field added to the
-/// declaration and not to the one-pass resolution fails here.
-async fn every_field(schema: &Schema<Rows, EmptyMutation, EmptySubscription>) -> String {
-    let fields = |name: &str| {
-        format!(r#"{{ __type(name: "{name}") {{ fields {{ name type {{ name ofType {{ name kind }} kind }} }} }} }}"#)
-    };
-    let mut selection = Vec::new();
-    for field in run(schema, &fields("Trace"), json!({})).await["__type"]["fields"].as_array().unwrap() {
-        let ty = &field["type"];
-        let (kind, name) = match ty["kind"].as_str() {
-            Some("NON_NULL") => (&ty["ofType"]["kind"], &ty["ofType"]["name"]),
-            _ => (&ty["kind"], &ty["name"]),
-        };
-        let mut item = field["name"].as_str().unwrap().to_owned();
-        if kind == "OBJECT" {
-            let inner = run(schema, &fields(name.as_str().unwrap()), json!({})).await;
-            let names: Vec<&str> =
-                inner["__type"]["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
-            item = format!("{item} {{ {} }}", names.join(" "));
-        }
-        selection.push(item);
-    }
-    selection.join(" ")
-}
-
 #[tokio::test]
 async fn one_pass_traces_answer_as_the_derived_resolvers_do() {
     let schema = schema();
-    let all = every_field(&schema).await;
+    let all = every_field(&schema, "Trace", &[]).await;
     assert!(all.contains("source { nodeId") && all.contains("error { message"), "{all}");
     let fragments = "fragment T on Trace { duration depth parentTraceId source { ...N } } \
                      fragment N on NodeRef { nodeType portName } fragment E on TraceError { code stack }";
