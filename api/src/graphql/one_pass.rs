@@ -97,19 +97,30 @@ fn collect<T: OnePass>(
     Ok(true)
 }
 
-/// A repeated response key merges its sub-selections into the first (`a { x } a { y }` gives `a { x y }`).
+/// A repeated response key merges its sub-selections into the first (`a { x } a { y }` gives `a { x y }`), in each
+/// item of a list.
 fn insert(fields: &mut IndexMap<Name, Value>, name: Name, value: Value) {
     match fields.entry(name) {
         Entry::Vacant(entry) => {
             entry.insert(value);
         }
-        Entry::Occupied(mut entry) => {
-            if let (Value::Object(existing), Value::Object(more)) = (entry.get_mut(), value) {
-                for (name, value) in more {
-                    insert(existing, name, value);
-                }
+        Entry::Occupied(mut entry) => merge(entry.get_mut(), value),
+    }
+}
+
+fn merge(existing: &mut Value, more: Value) {
+    match (existing, more) {
+        (Value::Object(existing), Value::Object(more)) => {
+            for (name, value) in more {
+                insert(existing, name, value);
             }
         }
+        (Value::List(existing), Value::List(more)) => {
+            for (existing, more) in existing.iter_mut().zip(more) {
+                merge(existing, more);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -1,12 +1,14 @@
 //! Traces: `traces` and the `Trace` type; `record` holds `recordTraces`.
 
+mod page;
 mod record;
 #[cfg(test)]
 mod tests;
 
+pub use page::TraceConnection;
+
 use std::borrow::Cow;
 
-use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::parser::types::Field;
 use async_graphql::registry::Registry;
 use async_graphql::{
@@ -330,8 +332,6 @@ impl TraceTotal {
     }
 }
 
-pub type TraceConnection = Connection<String, Trace, TraceTotal, EmptyFields>;
-
 pub async fn traces_page(
     ctx: &Context<'_>,
     filter: TraceFilter,
@@ -344,7 +344,7 @@ pub async fn traces_page(
 
 /// A page of the traces `filter` selects.
 pub fn trace_connection(rows: PageOf<trace::Model>, filter: TraceFilter) -> TraceConnection {
-    connection(rows, trace_cursor, Trace, TraceTotal(filter))
+    TraceConnection(connection(rows, trace_cursor, Trace, TraceTotal(filter)))
 }
 
 /// Narrower filters for a trace search, all of which must match.

@@ -1,8 +1,10 @@
-//! The one-pass `Trace` must answer every query exactly as the derived `TraceType` does.
+//! The one-pass `Trace` and `TraceConnection` must answer every query exactly as the derived `TraceType` and
+//! `TraceConnectionType` do.
 
 use async_graphql::{EmptyMutation, EmptySubscription, Schema};
 use serde_json::{Value as JsonValue, json};
 
+use super::page::TraceConnectionType;
 use super::*;
 use crate::graphql::one_pass::testing::{every_field, run};
 
@@ -15,6 +17,19 @@ impl Rows {
     }
     async fn resolved(&self) -> Vec<Trace> {
         self.0.iter().cloned().map(Trace).collect()
+    }
+    async fn declared_page(&self, empty: bool) -> TraceConnectionType {
+        self.page(empty).0
+    }
+    async fn resolved_page(&self, empty: bool) -> TraceConnection {
+        self.page(empty)
+    }
+}
+
+impl Rows {
+    fn page(&self, empty: bool) -> TraceConnection {
+        let rows = if empty { Vec::new() } else { self.0.clone() };
+        trace_connection(PageOf { rows, has_previous: true, has_next: empty }, TraceFilter::default())
     }
 }
 
@@ -137,4 +152,63 @@ async fn one_pass_traces_answer_as_the_derived_resolvers_do() {
     assert_eq!(bare["error"], JsonValue::Null);
     assert_eq!(bare["duration"], JsonValue::Null);
     assert_eq!(bare["status"], "WARNING");
+}
+
+#[tokio::test]
+async fn one_pass_trace_pages_answer_as_the_derived_resolvers_do() {
+    let schema = schema();
+    let names = run(&schema, r#"{ __type(name: "TraceConnection") { fields { name } } }"#, json!({})).await;
+    let names: Vec<&str> =
+        names["__type"]["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["pageInfo", "edges", "nodes", "totalCount"],
+        "a field added to TraceConnection needs resolving here"
+    );
+    let trace = every_field(&schema, "Trace", &[]).await;
+    let fragments = "fragment C on TraceConnection { nodes { status } } fragment E on TraceEdge { node { timestamp } }";
+    // (variables, selection, fragments) of each query.
+    let shapes = [
+        (
+            "",
+            format!(
+                "pageInfo {{ hasPreviousPage hasNextPage startCursor endCursor }} edges {{ cursor node {{ {trace} }} }} \
+                 nodes {{ {trace} }}"
+            ),
+            "",
+        ),
+        // Aliases, __typename at every level, a key asked twice merges its sub-selections.
+        (
+            "",
+            "__typename p: pageInfo { __typename endCursor } pageInfo { startCursor } \
+             edges { __typename cursor c: cursor } edges { node { id } } nodes { seq }"
+                .into(),
+            "",
+        ),
+        // Named and inline fragments, with and without a type condition, nested.
+        (
+            "",
+            "...C ... on TraceConnection { edges { ...E } } ... { pageInfo { ... on PageInfo { hasNextPage } } }".into(),
+            fragments,
+        ),
+        // @skip and @include by variable.
+        (
+            ", $yes: Boolean!, $no: Boolean!",
+            "edges @include(if: $no) { cursor } pageInfo @skip(if: $no) { hasPreviousPage } nodes @include(if: $yes) { id }"
+                .into(),
+            "",
+        ),
+    ];
+    for (variables, shape, fragments) in shapes {
+        for empty in [false, true] {
+            let query = format!(
+                "query($empty: Boolean!{variables}) {{ declaredPage(empty: $empty) {{ {shape} }} \
+                 resolvedPage(empty: $empty) {{ {shape} }} }} {fragments}"
+            );
+            let data = run(&schema, &query, json!({ "yes": true, "no": false, "empty": empty })).await;
+            assert_eq!(data["resolvedPage"], data["declaredPage"], "{shape} (empty: {empty})");
+        }
+    }
+    let data = run(&schema, "{ resolvedPage(empty: false) { pageInfo { startCursor endCursor } } }", json!({})).await;
+    assert!(data["resolvedPage"]["pageInfo"]["startCursor"].is_string(), "{data}");
 }

@@ -1,0 +1,88 @@
+//! `TraceConnection` resolved in one pass (see `one_pass`): a page of a hundred traces is two hundred edge fields,
+//! each a boxed future in async-graphql's derived resolvers. `totalCount` counts in the database: a selection with it
+//! is answered by the derived resolvers of `TraceConnectionType`, which also declares the type to the schema.
+
+use std::borrow::Cow;
+
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::parser::types::Field;
+use async_graphql::registry::Registry;
+use async_graphql::{ContextSelectionSet, OutputType, Positioned, ServerResult, Value};
+
+use super::{Trace, TraceTotal};
+use crate::graphql::one_pass::{self, OnePass};
+
+/// The schema's declaration of a page of traces, and the resolvers of a selection with `totalCount`.
+pub type TraceConnectionType = Connection<String, Trace, TraceTotal, EmptyFields>;
+
+/// A page of traces.
+pub struct TraceConnection(pub TraceConnectionType);
+
+impl OutputType for TraceConnection {
+    fn type_name() -> Cow<'static, str> {
+        TraceConnectionType::type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        TraceConnectionType::create_type_info(registry)
+    }
+
+    async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        match one_pass::resolve_unless_awaited(ctx, self)? {
+            Some(value) => Ok(value),
+            None => OutputType::resolve(&self.0, ctx, field).await,
+        }
+    }
+}
+
+impl OnePass for TraceConnection {
+    const TYPE_NAME: &'static str = "TraceConnection";
+    const AWAITED: &'static [&'static str] = &["totalCount"];
+
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        let page = &self.0;
+        Ok(match field.node.name.node.as_str() {
+            "pageInfo" => one_pass::nested(ctx, field, &PageInfoOf(page))?,
+            "edges" => Value::List(
+                page.edges.iter().map(|edge| one_pass::nested(ctx, field, &EdgeOf(edge))).collect::<Result<_, _>>()?,
+            ),
+            "nodes" => Value::List(
+                page.edges.iter().map(|edge| one_pass::nested(ctx, field, &edge.node)).collect::<Result<_, _>>()?,
+            ),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
+/// `PageInfo` of a page, as async-graphql computes it: the cursors of its first and last edges.
+struct PageInfoOf<'a>(&'a TraceConnectionType);
+
+impl OnePass for PageInfoOf<'_> {
+    const TYPE_NAME: &'static str = "PageInfo";
+
+    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        let page = self.0;
+        Ok(match field.node.name.node.as_str() {
+            "hasPreviousPage" => Value::Boolean(page.has_previous_page),
+            "hasNextPage" => Value::Boolean(page.has_next_page),
+            "startCursor" => page.edges.first().map_or(Value::Null, |e| Value::String(e.cursor.clone())),
+            "endCursor" => page.edges.last().map_or(Value::Null, |e| Value::String(e.cursor.clone())),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
+/// One `TraceEdge`.
+struct EdgeOf<'a>(&'a Edge<String, Trace, EmptyFields>);
+
+impl OnePass for EdgeOf<'_> {
+    const TYPE_NAME: &'static str = "TraceEdge";
+
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        Ok(match field.node.name.node.as_str() {
+            "cursor" => Value::String(self.0.cursor.clone()),
+            "node" => one_pass::nested(ctx, field, &self.0.node)?,
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
