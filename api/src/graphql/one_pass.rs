@@ -16,7 +16,7 @@
 use async_graphql::indexmap::IndexMap;
 use async_graphql::indexmap::map::Entry;
 use async_graphql::parser::types::{Field, Selection, SelectionSet};
-use async_graphql::{ContextSelectionSet, Name, Positioned, ServerError, ServerResult, Value};
+use async_graphql::{ContextSelectionSet, Name, OutputType, Positioned, ServerError, ServerResult, Value};
 
 /// An object whose fields are computed without awaiting anything.
 pub trait OnePass {
@@ -46,6 +46,20 @@ pub fn resolve_unless_awaited<T: OnePass>(ctx: &ContextSelectionSet<'_>, object:
     }
     // As async-graphql: an object with nothing selected (every field skipped) is null.
     Ok(Some(if fields.is_empty() { Value::Null } else { Value::Object(fields) }))
+}
+
+/// `OutputType::resolve` of a one-pass type with awaited fields: one pass, or `declared`'s derived resolvers when the
+/// selection asks for one of them.
+pub async fn resolve_or_declared<T: OnePass, D: OutputType>(
+    ctx: &ContextSelectionSet<'_>,
+    field: &Positioned<Field>,
+    object: &T,
+    declared: &D,
+) -> ServerResult<Value> {
+    match resolve_unless_awaited(ctx, object)? {
+        Some(value) => Ok(value),
+        None => declared.resolve(ctx, field).await,
+    }
 }
 
 /// A nested object's selection: the sub-selection of `field` on `object`.
@@ -143,6 +157,27 @@ pub mod testing {
         let response = schema.execute(Request::new(query).variables(Variables::from_json(vars))).await;
         assert!(response.errors.is_empty(), "{query}: {:?}", response.errors);
         response.data.into_json().unwrap()
+    }
+
+    /// Runs each `(variables, selection, fragments)` under the root fields `declared` and `resolved` (with their
+    /// arguments, named by the response keys `declared` and `resolved`), asserts the two answers are the same, and
+    /// returns the resolved ones.
+    pub async fn assert_same_answers<Q: ObjectType + 'static>(
+        schema: &Schema<Q, EmptyMutation, EmptySubscription>,
+        (declared, resolved): (&str, &str),
+        shapes: &[(&str, String, &str)],
+        vars: JsonValue,
+    ) -> Vec<JsonValue> {
+        let mut answers = Vec::new();
+        for (variables, shape, fragments) in shapes {
+            let query = format!(
+                "query{variables} {{ declared: {declared} {{ {shape} }} resolved: {resolved} {{ {shape} }} }} {fragments}"
+            );
+            let mut data = run(schema, &query, vars.clone()).await;
+            assert_eq!(data["resolved"], data["declared"], "{shape} ({vars})");
+            answers.push(data["resolved"].take());
+        }
+        answers
     }
 
     /// Every field of `type_name` but `skip`, and of the objects under it, read from the schema itself, so a field

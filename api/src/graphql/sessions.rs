@@ -45,10 +45,7 @@ impl OutputType for Session {
     }
 
     async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
-        match one_pass::resolve_unless_awaited(ctx, self)? {
-            Some(value) => Ok(value),
-            None => OutputType::resolve(&self.0, ctx, field).await,
-        }
+        one_pass::resolve_or_declared(ctx, field, self, &self.0).await
     }
 }
 
@@ -371,7 +368,7 @@ mod tests {
     use serde_json::{Value as JsonValue, json};
 
     use super::*;
-    use crate::graphql::one_pass::testing::{every_field, run};
+    use crate::graphql::one_pass::testing::{assert_same_answers, every_field, run};
 
     struct Rows(Vec<session::Model>);
 
@@ -448,11 +445,9 @@ mod tests {
                 "",
             ),
         ];
-        for (variables, shape, fragments) in shapes {
-            let query = format!("query{variables} {{ declared {{ {shape} }} resolved {{ {shape} }} }} {fragments}");
-            let data = run(&schema, &query, json!({ "yes": true, "no": false })).await;
-            assert_eq!(data["resolved"], data["declared"], "{shape}");
-            assert_eq!(data["resolved"].as_array().map(Vec::len), Some(2), "{shape}");
+        let vars = json!({ "yes": true, "no": false });
+        for answer in assert_same_answers(&schema, ("declared", "resolved"), &shapes, vars).await {
+            assert_eq!(answer.as_array().map(Vec::len), Some(2), "{answer}");
         }
 
         let data = run(&schema, &format!("{{ resolved {{ {all} }} }}"), json!({})).await;

@@ -28,10 +28,7 @@ impl OutputType for TraceConnection {
     }
 
     async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
-        match one_pass::resolve_unless_awaited(ctx, self)? {
-            Some(value) => Ok(value),
-            None => OutputType::resolve(&self.0, ctx, field).await,
-        }
+        one_pass::resolve_or_declared(ctx, field, self, &self.0).await
     }
 }
 

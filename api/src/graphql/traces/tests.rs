@@ -6,7 +6,7 @@ use serde_json::{Value as JsonValue, json};
 
 use super::page::TraceConnectionType;
 use super::*;
-use crate::graphql::one_pass::testing::{every_field, run};
+use crate::graphql::one_pass::testing::{assert_same_answers, every_field, run};
 
 struct Rows(Vec<trace::Model>);
 
@@ -134,11 +134,9 @@ async fn one_pass_traces_answer_as_the_derived_resolvers_do() {
             "",
         ),
     ];
-    for (variables, shape, fragments) in shapes {
-        let query = format!("query{variables} {{ declared {{ {shape} }} resolved {{ {shape} }} }} {fragments}");
-        let data = run(&schema, &query, json!({ "yes": true, "no": false })).await;
-        assert_eq!(data["resolved"], data["declared"], "{shape}");
-        assert_eq!(data["resolved"].as_array().map(Vec::len), Some(2), "{shape}");
+    let vars = json!({ "yes": true, "no": false });
+    for answer in assert_same_answers(&schema, ("declared", "resolved"), &shapes, vars).await {
+        assert_eq!(answer.as_array().map(Vec::len), Some(2), "{answer}");
     }
 
     let data = run(&schema, &format!("{{ resolved {{ {all} }} }}"), json!({})).await;
@@ -170,7 +168,7 @@ async fn one_pass_trace_pages_answer_as_the_derived_resolvers_do() {
     // (variables, selection, fragments) of each query.
     let shapes = [
         (
-            "",
+            "($empty: Boolean!)",
             format!(
                 "pageInfo {{ hasPreviousPage hasNextPage startCursor endCursor }} edges {{ cursor node {{ {trace} }} }} \
                  nodes {{ {trace} }}"
@@ -179,7 +177,7 @@ async fn one_pass_trace_pages_answer_as_the_derived_resolvers_do() {
         ),
         // Aliases, __typename at every level, a key asked twice merges its sub-selections.
         (
-            "",
+            "($empty: Boolean!)",
             "__typename p: pageInfo { __typename endCursor } pageInfo { startCursor } \
              edges { __typename cursor c: cursor } edges { node { id } } nodes { seq }"
                 .into(),
@@ -187,27 +185,21 @@ async fn one_pass_trace_pages_answer_as_the_derived_resolvers_do() {
         ),
         // Named and inline fragments, with and without a type condition, nested.
         (
-            "",
+            "($empty: Boolean!)",
             "...C ... on TraceConnection { edges { ...E } } ... { pageInfo { ... on PageInfo { hasNextPage } } }".into(),
             fragments,
         ),
         // @skip and @include by variable.
         (
-            ", $yes: Boolean!, $no: Boolean!",
+            "($empty: Boolean!, $yes: Boolean!, $no: Boolean!)",
             "edges @include(if: $no) { cursor } pageInfo @skip(if: $no) { hasPreviousPage } nodes @include(if: $yes) { id }"
                 .into(),
             "",
         ),
     ];
-    for (variables, shape, fragments) in shapes {
-        for empty in [false, true] {
-            let query = format!(
-                "query($empty: Boolean!{variables}) {{ declaredPage(empty: $empty) {{ {shape} }} \
-                 resolvedPage(empty: $empty) {{ {shape} }} }} {fragments}"
-            );
-            let data = run(&schema, &query, json!({ "yes": true, "no": false, "empty": empty })).await;
-            assert_eq!(data["resolvedPage"], data["declaredPage"], "{shape} (empty: {empty})");
-        }
+    let fields = ("declaredPage(empty: $empty)", "resolvedPage(empty: $empty)");
+    for empty in [false, true] {
+        assert_same_answers(&schema, fields, &shapes, json!({ "yes": true, "no": false, "empty": empty })).await;
     }
     let data = run(&schema, "{ resolvedPage(empty: false) { pageInfo { startCursor endCursor } } }", json!({})).await;
     assert!(data["resolvedPage"]["pageInfo"]["startCursor"].is_string(), "{data}");
