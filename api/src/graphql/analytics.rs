@@ -1,9 +1,13 @@
 //! Analytics: `sessionStats`, `nodePerformance` and `workflowAnalytics`, read from the continuous aggregates, and
 //! `sessionHistory`.
 
-use async_graphql::{Context, Enum, Object, SimpleObject};
+use async_graphql::parser::types::Field;
+use async_graphql::{
+    Context, ContextSelectionSet, Enum, InputType, Object, Positioned, ServerResult, SimpleObject, Value,
+};
 use chrono::{DateTime, Utc};
 
+use super::one_pass::{self, List, OnePass};
 use super::report::ErrorCount;
 use super::store;
 use crate::error::Gql;
@@ -20,9 +24,39 @@ pub enum Granularity {
     Day,
 }
 
+/// Sessions of one workflow that started in one bucket. Resolved in one pass (see `one_pass`): an answer holds up to
+/// thousands of buckets. `SessionStatsBucketType` declares it to the schema.
+pub struct SessionStatsBucket(SessionStatsBucketType);
+
+one_pass::output_type!(SessionStatsBucket, SessionStatsBucketType);
+
+impl OnePass for SessionStatsBucket {
+    const TYPE_NAME: &'static str = "SessionStatsBucket";
+
+    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        let b = &self.0;
+        Ok(match field.node.name.node.as_str() {
+            "bucket" => b.bucket.to_value(),
+            "workflowId" => b.workflow_id.to_value(),
+            "sessions" => b.sessions.to_value(),
+            "completed" => b.completed.to_value(),
+            "failed" => b.failed.to_value(),
+            "cancelled" => b.cancelled.to_value(),
+            "running" => b.running.to_value(),
+            "avgDuration" => b.avg_duration.to_value(),
+            "minDuration" => b.min_duration.to_value(),
+            "maxDuration" => b.max_duration.to_value(),
+            "totalTraces" => b.total_traces.to_value(),
+            "errorCount" => b.error_count.to_value(),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
 /// Sessions of one workflow that started in one bucket (0 in every count for a bucket without any).
 #[derive(SimpleObject)]
-pub struct SessionStatsBucket {
+#[graphql(name = "SessionStatsBucket")]
+pub struct SessionStatsBucketType {
     /// Start of the hour or day.
     pub bucket: DateTime<Utc>,
     /// The workflow.
@@ -51,7 +85,7 @@ pub struct SessionStatsBucket {
 
 impl From<SessionStatsRow> for SessionStatsBucket {
     fn from(r: SessionStatsRow) -> Self {
-        SessionStatsBucket {
+        SessionStatsBucket(SessionStatsBucketType {
             bucket: r.bucket,
             workflow_id: r.workflow_id,
             sessions: r.sessions,
@@ -64,13 +98,40 @@ impl From<SessionStatsRow> for SessionStatsBucket {
             max_duration: r.max_duration,
             total_traces: r.total_traces,
             error_count: r.error_count,
-        }
+        })
+    }
+}
+
+/// One node of one workflow in one hour: what it received, and the failed traces it emitted. Resolved in one pass (see
+/// `one_pass`); `NodePerformanceBucketType` declares it to the schema.
+pub struct NodePerformanceBucket(NodePerformanceBucketType);
+
+one_pass::output_type!(NodePerformanceBucket, NodePerformanceBucketType);
+
+impl OnePass for NodePerformanceBucket {
+    const TYPE_NAME: &'static str = "NodePerformanceBucket";
+
+    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        let b = &self.0;
+        Ok(match field.node.name.node.as_str() {
+            "bucket" => b.bucket.to_value(),
+            "workflowId" => b.workflow_id.to_value(),
+            "nodeId" => b.node_id.to_value(),
+            "traceCount" => b.trace_count.to_value(),
+            "errorCount" => b.error_count.to_value(),
+            "avgDuration" => b.avg_duration.to_value(),
+            "maxDuration" => b.max_duration.to_value(),
+            "totalDataSize" => b.total_data_size.to_value(),
+            "percentiles" => one_pass::nested(ctx, field, &b.percentiles)?,
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
     }
 }
 
 /// One node of one workflow in one hour: what it received, and the failed traces it emitted.
 #[derive(SimpleObject)]
-pub struct NodePerformanceBucket {
+#[graphql(name = "NodePerformanceBucket")]
+pub struct NodePerformanceBucketType {
     /// Start of the hour.
     pub bucket: DateTime<Utc>,
     /// The workflow.
@@ -105,6 +166,19 @@ pub struct DurationPercentiles {
     pub p99: Option<f64>,
 }
 
+impl OnePass for DurationPercentiles {
+    const TYPE_NAME: &'static str = "DurationPercentiles";
+
+    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        Ok(match field.node.name.node.as_str() {
+            "p50" => self.p50.to_value(),
+            "p95" => self.p95.to_value(),
+            "p99" => self.p99.to_value(),
+            other => return Err(one_pass::unknown::<Self>(other, field)),
+        })
+    }
+}
+
 impl From<Percentiles> for DurationPercentiles {
     fn from(p: Percentiles) -> Self {
         DurationPercentiles { p50: p.p50, p95: p.p95, p99: p.p99 }
@@ -113,7 +187,7 @@ impl From<Percentiles> for DurationPercentiles {
 
 impl From<NodePerformanceRow> for NodePerformanceBucket {
     fn from(r: NodePerformanceRow) -> Self {
-        NodePerformanceBucket {
+        NodePerformanceBucket(NodePerformanceBucketType {
             bucket: r.bucket,
             workflow_id: r.workflow_id,
             node_id: r.node_id,
@@ -123,7 +197,7 @@ impl From<NodePerformanceRow> for NodePerformanceBucket {
             max_duration: r.max_duration,
             total_data_size: r.total_data_size,
             percentiles: Percentiles::of(r.histogram.as_deref()).into(),
-        }
+        })
     }
 }
 
@@ -198,7 +272,7 @@ impl AnalyticsQuery {
         granularity: Granularity,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> async_graphql::Result<Vec<SessionStatsBucket>> {
+    ) -> async_graphql::Result<List<SessionStatsBucket>> {
         let granularity = match granularity {
             Granularity::Hour => analytics::Granularity::Hour,
             Granularity::Day => analytics::Granularity::Day,
@@ -218,7 +292,7 @@ impl AnalyticsQuery {
         bucket_seconds: i32,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> async_graphql::Result<Vec<SessionStatsBucket>> {
+    ) -> async_graphql::Result<List<SessionStatsBucket>> {
         let rows = store(ctx).session_history(&workflow_id, bucket_seconds.into(), from, to).await.gql()?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
@@ -235,7 +309,7 @@ impl AnalyticsQuery {
         node_id: Option<String>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> async_graphql::Result<Vec<NodePerformanceBucket>> {
+    ) -> async_graphql::Result<List<NodePerformanceBucket>> {
         let percentiles = ctx.look_ahead().field("percentiles").exists();
         let rows = store(ctx)
             .node_performance(workflow_id.as_deref(), node_id.as_deref(), from, to, percentiles)
@@ -261,5 +335,114 @@ impl AnalyticsQuery {
     ) -> async_graphql::Result<WorkflowAnalytics> {
         let w = store(ctx).workflow_analytics(&workflow_id, from, to, slowest_nodes.unwrap_or(5).into()).await.gql()?;
         Ok(w.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The one-pass buckets must answer every selection as their derived declarations do.
+
+    use async_graphql::{EmptyMutation, EmptySubscription, Schema};
+    use serde_json::{Value as JsonValue, json};
+
+    use super::*;
+    use crate::graphql::one_pass::testing::{assert_same_answers, every_field, run};
+
+    struct Rows(Vec<SessionStatsRow>, Vec<NodePerformanceRow>);
+
+    #[Object]
+    impl Rows {
+        async fn declared(&self) -> Vec<SessionStatsBucketType> {
+            self.0.iter().cloned().map(|r| SessionStatsBucket::from(r).0).collect()
+        }
+        async fn resolved(&self) -> List<SessionStatsBucket> {
+            self.0.iter().cloned().map(SessionStatsBucket::from).collect()
+        }
+        async fn declared_nodes(&self) -> Vec<NodePerformanceBucketType> {
+            self.1.iter().cloned().map(|r| NodePerformanceBucket::from(r).0).collect()
+        }
+        async fn resolved_nodes(&self) -> List<NodePerformanceBucket> {
+            self.1.iter().cloned().map(NodePerformanceBucket::from).collect()
+        }
+    }
+
+    fn schema() -> Schema<Rows, EmptyMutation, EmptySubscription> {
+        let at = DateTime::from_timestamp(1_795_000_000, 0).unwrap();
+        let stats = SessionStatsRow {
+            bucket: at,
+            workflow_id: "wf:1".into(),
+            sessions: 9_007_199_254,
+            completed: 7,
+            failed: 1,
+            cancelled: 1,
+            running: 0,
+            avg_duration: Some(12.5),
+            min_duration: Some(0.25),
+            max_duration: Some(40.0),
+            total_traces: 120,
+            error_count: 3,
+        };
+        let empty = SessionStatsRow {
+            sessions: 0,
+            avg_duration: None,
+            min_duration: None,
+            max_duration: None,
+            ..stats.clone()
+        };
+        let mut histogram = vec![0; (migration::histogram::BUCKETS + 2) as usize];
+        // p50, p95 and p99 in three different buckets.
+        histogram[100] = 90;
+        histogram[150] = 6;
+        histogram[200] = 4;
+        let node = NodePerformanceRow {
+            bucket: at,
+            workflow_id: "wf:1".into(),
+            node_id: "n1".into(),
+            trace_count: 6,
+            error_count: 1,
+            avg_duration: Some(3.5),
+            max_duration: Some(9.0),
+            total_data_size: 4096,
+            histogram: Some(histogram),
+        };
+        let bare = NodePerformanceRow { avg_duration: None, max_duration: None, histogram: None, ..node.clone() };
+        Schema::new(Rows(vec![stats, empty], vec![node, bare]), EmptyMutation, EmptySubscription)
+    }
+
+    #[tokio::test]
+    async fn one_pass_buckets_answer_as_the_derived_resolvers_do() {
+        let schema = schema();
+        let vars = json!({ "yes": true, "no": false });
+        for (declared, resolved, type_name, fragment) in [
+            ("declared", "resolved", "SessionStatsBucket", "fragment F on SessionStatsBucket { sessions avgDuration }"),
+            (
+                "declaredNodes",
+                "resolvedNodes",
+                "NodePerformanceBucket",
+                "fragment F on NodePerformanceBucket { percentiles { p99 } avgDuration }",
+            ),
+        ] {
+            let all = every_field(&schema, type_name, &[]).await;
+            let shapes = [
+                ("", all.clone(), ""),
+                // Aliases, __typename, a key asked twice.
+                ("", "__typename a: bucket b: bucket workflowId workflowId".into(), ""),
+                // Named and inline fragments.
+                ("", format!("...F ... on {type_name} {{ errorCount }} ... {{ maxDuration }}"), fragment),
+                // @skip and @include by variable.
+                ("($yes: Boolean!, $no: Boolean!)", "bucket @skip(if: $yes) errorCount @include(if: $no)".into(), ""),
+            ];
+            for answer in assert_same_answers(&schema, (declared, resolved), &shapes, vars.clone()).await {
+                assert_eq!(answer.as_array().map(Vec::len), Some(2), "{answer}");
+            }
+        }
+
+        let data =
+            run(&schema, "{ resolved { sessions avgDuration } resolvedNodes { percentiles { p50 p99 } } }", json!({}))
+                .await;
+        assert_eq!(data["resolved"][0]["sessions"], 9_007_199_254_i64);
+        assert_eq!(data["resolved"][1]["avgDuration"], JsonValue::Null);
+        assert!(data["resolvedNodes"][0]["percentiles"]["p99"].as_f64().unwrap() > 0.0, "{data}");
+        assert_eq!(data["resolvedNodes"][1]["percentiles"]["p50"], JsonValue::Null);
     }
 }

@@ -13,9 +13,12 @@
 //! already applied to the document before execution, and no other directive exists in this schema. Per-field hooks
 //! of async-graphql extensions do not run for these fields; the schema installs none (see `gate`).
 
+use std::borrow::Cow;
+
 use async_graphql::indexmap::IndexMap;
 use async_graphql::indexmap::map::Entry;
 use async_graphql::parser::types::{Field, Selection, SelectionSet};
+use async_graphql::registry::Registry;
 use async_graphql::{ContextSelectionSet, Name, OutputType, Positioned, ServerError, ServerResult, Value};
 
 /// An object whose fields are computed without awaiting anything.
@@ -59,6 +62,63 @@ pub async fn resolve_or_declared<T: OnePass, D: OutputType>(
     match resolve_unless_awaited(ctx, object)? {
         Some(value) => Ok(value),
         None => declared.resolve(ctx, field).await,
+    }
+}
+
+/// `OutputType` for a one-pass type without awaited fields, declared to the schema by the derived type `$declared`.
+macro_rules! output_type {
+    ($type:ty, $declared:ty) => {
+        impl async_graphql::OutputType for $type {
+            fn type_name() -> std::borrow::Cow<'static, str> {
+                <$declared as async_graphql::OutputType>::type_name()
+            }
+
+            fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+                <$declared as async_graphql::OutputType>::create_type_info(registry)
+            }
+
+            async fn resolve(
+                &self,
+                ctx: &async_graphql::ContextSelectionSet<'_>,
+                _field: &async_graphql::Positioned<async_graphql::parser::types::Field>,
+            ) -> async_graphql::ServerResult<async_graphql::Value> {
+                $crate::graphql::one_pass::resolve(ctx, self)
+            }
+        }
+    };
+}
+pub(crate) use output_type;
+
+/// A list of one-pass objects, resolved in one loop: async-graphql resolves a `Vec` through a future per item, which
+/// costs more than the item's own fields on answers of thousands.
+pub struct List<T>(pub Vec<T>);
+
+impl<T: OnePass + OutputType> OutputType for List<T> {
+    fn type_name() -> Cow<'static, str> {
+        Vec::<T>::type_name()
+    }
+
+    fn qualified_type_name() -> String {
+        Vec::<T>::qualified_type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        Vec::<T>::create_type_info(registry)
+    }
+
+    async fn resolve(&self, ctx: &ContextSelectionSet<'_>, _field: &Positioned<Field>) -> ServerResult<Value> {
+        let items = self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, item)| resolve(ctx, item).map_err(|e| ctx.with_index(i).set_error_path(e)));
+        Ok(Value::List(items.collect::<ServerResult<_>>()?))
+    }
+}
+
+impl<T> FromIterator<T> for List<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        List(iter.into_iter().collect())
     }
 }
 

@@ -7,13 +7,10 @@ mod tests;
 
 pub use page::TraceConnection;
 
-use std::borrow::Cow;
-
 use async_graphql::parser::types::Field;
-use async_graphql::registry::Registry;
 use async_graphql::{
-    Context, ContextSelectionSet, ID, InputObject, InputType, Json, Object, OutputType, Positioned, ServerResult,
-    SimpleObject, Value,
+    Context, ContextSelectionSet, ID, InputObject, InputType, Json, Object, Positioned, ServerResult, SimpleObject,
+    Value,
 };
 use chrono::{DateTime, Utc};
 use entity::trace;
@@ -96,19 +93,7 @@ impl TraceError {
     }
 }
 
-impl OutputType for Trace {
-    fn type_name() -> Cow<'static, str> {
-        TraceType::type_name()
-    }
-
-    fn create_type_info(registry: &mut Registry) -> String {
-        TraceType::create_type_info(registry)
-    }
-
-    async fn resolve(&self, ctx: &ContextSelectionSet<'_>, _field: &Positioned<Field>) -> ServerResult<Value> {
-        one_pass::resolve(ctx, self)
-    }
-}
+one_pass::output_type!(Trace, TraceType);
 
 impl OnePass for Trace {
     const TYPE_NAME: &'static str = "Trace";
