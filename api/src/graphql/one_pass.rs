@@ -43,12 +43,10 @@ pub fn resolve<T: OnePass>(ctx: &ContextSelectionSet<'_>, object: &T) -> ServerR
 
 /// `resolve`, or None when the selection asks for one of `T::AWAITED`.
 pub fn resolve_unless_awaited<T: OnePass>(ctx: &ContextSelectionSet<'_>, object: &T) -> ServerResult<Option<Value>> {
-    let mut fields = IndexMap::with_capacity(ctx.item.node.items.len());
-    if !collect(ctx, &ctx.item.node, object, &mut fields)? {
-        return Ok(None);
+    match Plan::of::<T>(ctx)? {
+        Some(plan) => plan.apply(ctx, object).map(Some),
+        None => Ok(None),
     }
-    // As async-graphql: an object with nothing selected (every field skipped) is null.
-    Ok(Some(if fields.is_empty() { Value::Null } else { Value::Object(fields) }))
 }
 
 /// `OutputType::resolve` of a one-pass type with awaited fields: one pass, or `declared`'s derived resolvers when the
@@ -106,12 +104,13 @@ impl<T: OnePass + OutputType> OutputType for List<T> {
         Vec::<T>::create_type_info(registry)
     }
 
-    async fn resolve(&self, ctx: &ContextSelectionSet<'_>, _field: &Positioned<Field>) -> ServerResult<Value> {
-        let items = self
-            .0
-            .iter()
-            .enumerate()
-            .map(|(i, item)| resolve(ctx, item).map_err(|e| ctx.with_index(i).set_error_path(e)));
+    async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        let plan = Plan::of::<T>(ctx)?.ok_or_else(|| {
+            ServerError::new(format!("{} awaits fields: it cannot be listed in one pass", T::TYPE_NAME), Some(field.pos))
+        })?;
+        let items = self.0.iter().enumerate().map(|(i, item)| {
+            plan.apply(ctx, item).map_err(|e| ctx.with_index(i).set_error_path(e))
+        });
         Ok(Value::List(items.collect::<ServerResult<_>>()?))
     }
 }
@@ -127,48 +126,83 @@ pub fn nested<T: OnePass>(ctx: &ContextSelectionSet<'_>, field: &Positioned<Fiel
     resolve(&ctx.with_selection_set(&field.node.selection_set), object)
 }
 
-fn collect<T: OnePass>(
-    ctx: &ContextSelectionSet<'_>,
-    set: &SelectionSet,
-    object: &T,
-    fields: &mut IndexMap<Name, Value>,
-) -> ServerResult<bool> {
-    for selection in &set.items {
-        match &selection.node {
-            Selection::Field(field) => {
-                if T::AWAITED.contains(&field.node.name.node.as_str()) {
-                    return Ok(false);
+/// What a selection set asks of a `T`, worked out once for every object of a list: its response keys in order, and the
+/// field that fills each.
+struct Plan<'a> {
+    /// Every response key, with Null. Each object starts from a clone: copying the map's index costs less than hashing
+    /// its keys again.
+    keys: IndexMap<Name, Value>,
+    /// In document order: the key's index in `keys`, the field (None for `__typename`), and whether an earlier field
+    /// has the same key (its value is then merged into the earlier one's).
+    fields: Vec<(usize, Option<&'a Positioned<Field>>, bool)>,
+}
+
+impl<'a> Plan<'a> {
+    /// The plan of the selection, or None when it asks for one of `T::AWAITED`.
+    fn of<T: OnePass>(ctx: &ContextSelectionSet<'a>) -> ServerResult<Option<Plan<'a>>> {
+        let items = ctx.item.node.items.len();
+        let mut plan = Plan { keys: IndexMap::with_capacity(items), fields: Vec::with_capacity(items) };
+        Ok(plan.add::<T>(ctx, &ctx.item.node)?.then_some(plan))
+    }
+
+    fn add<T: OnePass>(&mut self, ctx: &ContextSelectionSet<'a>, set: &'a SelectionSet) -> ServerResult<bool> {
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(field) => {
+                    let name = field.node.name.node.as_str();
+                    if T::AWAITED.contains(&name) {
+                        return Ok(false);
+                    }
+                    let entry = self.keys.entry(field.node.response_key().node.clone());
+                    let repeated = matches!(entry, Entry::Occupied(_));
+                    let slot = entry.index();
+                    entry.or_insert(Value::Null);
+                    self.fields.push((slot, (name != "__typename").then_some(field), repeated));
                 }
-                let value = if field.node.name.node == "__typename" {
-                    Value::String(T::TYPE_NAME.to_owned())
-                } else {
-                    object.field(ctx, field)?
-                };
-                insert(fields, field.node.response_key().node.clone(), value);
-            }
-            Selection::FragmentSpread(spread) => {
-                let name = &spread.node.fragment_name.node;
-                let fragment = ctx
-                    .query_env
-                    .fragments
-                    .get(name)
-                    .ok_or_else(|| ServerError::new(format!(r#"Unknown fragment "{name}"."#), Some(spread.pos)))?;
-                if fragment.node.type_condition.node.on.node == T::TYPE_NAME
-                    && !collect(ctx, &fragment.node.selection_set.node, object, fields)?
-                {
-                    return Ok(false);
+                Selection::FragmentSpread(spread) => {
+                    let name = &spread.node.fragment_name.node;
+                    let fragment = ctx.query_env.fragments.get(name).ok_or_else(|| {
+                        ServerError::new(format!(r#"Unknown fragment "{name}"."#), Some(spread.pos))
+                    })?;
+                    if fragment.node.type_condition.node.on.node == T::TYPE_NAME
+                        && !self.add::<T>(ctx, &fragment.node.selection_set.node)?
+                    {
+                        return Ok(false);
+                    }
                 }
-            }
-            Selection::InlineFragment(fragment) => {
-                if fragment.node.type_condition.as_ref().is_none_or(|c| c.node.on.node == T::TYPE_NAME)
-                    && !collect(ctx, &fragment.node.selection_set.node, object, fields)?
-                {
-                    return Ok(false);
+                Selection::InlineFragment(fragment) => {
+                    if fragment.node.type_condition.as_ref().is_none_or(|c| c.node.on.node == T::TYPE_NAME)
+                        && !self.add::<T>(ctx, &fragment.node.selection_set.node)?
+                    {
+                        return Ok(false);
+                    }
                 }
             }
         }
+        Ok(true)
     }
-    Ok(true)
+
+    fn apply<T: OnePass>(&self, ctx: &ContextSelectionSet<'_>, object: &T) -> ServerResult<Value> {
+        // As async-graphql: an object with nothing selected (every field skipped) is null.
+        if self.keys.is_empty() {
+            return Ok(Value::Null);
+        }
+        let mut fields = self.keys.clone();
+        for &(slot, field, repeated) in &self.fields {
+            let value = match field {
+                Some(field) => object.field(ctx, field)?,
+                None => Value::String(T::TYPE_NAME.to_owned()),
+            };
+            if let Some((_, existing)) = fields.get_index_mut(slot) {
+                if repeated {
+                    merge(existing, value);
+                } else {
+                    *existing = value;
+                }
+            }
+        }
+        Ok(Value::Object(fields))
+    }
 }
 
 /// A repeated response key merges its sub-selections into the first (`a { x } a { y }` gives `a { x y }`), in each
