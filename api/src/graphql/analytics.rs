@@ -263,7 +263,8 @@ pub struct AnalyticsQuery;
 #[Object]
 impl AnalyticsQuery {
     /// Session counts and durations per workflow and hour or day, for buckets overlapping `[from, to]`, from
-    /// `session_stats_hourly` / `session_stats_daily` (including data newer than their last refresh).
+    /// `session_stats_hourly` / `session_stats_daily` (including data newer than their last refresh). Oldest first,
+    /// then by workflow id (bytewise).
     #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn session_stats(
         &self,
@@ -300,7 +301,8 @@ impl AnalyticsQuery {
     /// Hourly throughput, errors, durations and bytes per workflow and node, for buckets overlapping `[from, to]`,
     /// from `node_performance_hourly` (a view over the `edge_stats_hourly` aggregate, including data newer than its
     /// last refresh). A node appears in an hour when it received a trace or emitted a failed one. Its percentiles
-    /// come from the aggregate's duration histograms, merged only when `percentiles` is selected.
+    /// come from the aggregate's duration histograms, merged only when `percentiles` is selected. Oldest first, then
+    /// by workflow and node id (bytewise).
     #[graphql(complexity = "super::QUERY_COST + child_complexity")]
     async fn node_performance(
         &self,

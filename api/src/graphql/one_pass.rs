@@ -106,11 +106,16 @@ impl<T: OnePass + OutputType> OutputType for List<T> {
 
     async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
         let plan = Plan::of::<T>(ctx)?.ok_or_else(|| {
-            ServerError::new(format!("{} awaits fields: it cannot be listed in one pass", T::TYPE_NAME), Some(field.pos))
+            ServerError::new(
+                format!("{} awaits fields: it cannot be listed in one pass", T::TYPE_NAME),
+                Some(field.pos),
+            )
         })?;
-        let items = self.0.iter().enumerate().map(|(i, item)| {
-            plan.apply(ctx, item).map_err(|e| ctx.with_index(i).set_error_path(e))
-        });
+        let items = self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, item)| plan.apply(ctx, item).map_err(|e| ctx.with_index(i).set_error_path(e)));
         Ok(Value::List(items.collect::<ServerResult<_>>()?))
     }
 }
@@ -161,9 +166,10 @@ impl<'a> Plan<'a> {
                 }
                 Selection::FragmentSpread(spread) => {
                     let name = &spread.node.fragment_name.node;
-                    let fragment = ctx.query_env.fragments.get(name).ok_or_else(|| {
-                        ServerError::new(format!(r#"Unknown fragment "{name}"."#), Some(spread.pos))
-                    })?;
+                    let fragment =
+                        ctx.query_env.fragments.get(name).ok_or_else(|| {
+                            ServerError::new(format!(r#"Unknown fragment "{name}"."#), Some(spread.pos))
+                        })?;
                     if fragment.node.type_condition.node.on.node == T::TYPE_NAME
                         && !self.add::<T>(ctx, &fragment.node.selection_set.node)?
                     {

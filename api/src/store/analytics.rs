@@ -94,7 +94,8 @@ pub(crate) fn bucket_start(at: DateTime<Utc>, width: TimeDelta) -> DateTime<Utc>
 }
 
 impl Store {
-    /// Buckets overlapping `[from, to]`, oldest first.
+    /// Buckets overlapping `[from, to]`, oldest first, then by workflow id (bytewise). Sorted here: the database
+    /// would sort by its collation, and the sort was a quarter of its time on large answers.
     pub async fn session_stats(
         &self,
         workflow_id: Option<&str>,
@@ -118,8 +119,9 @@ impl Store {
             let p = sql.bind(w.to_owned());
             sql.push(&format!(" AND workflow_id = {p}"));
         }
-        sql.push(" ORDER BY bucket, workflow_id");
-        self.all(sql).await
+        let mut rows: Vec<SessionStatsRow> = self.all(sql).await?;
+        rows.sort_unstable_by(|a, b| (a.bucket, &a.workflow_id).cmp(&(b.bucket, &b.workflow_id)));
+        Ok(rows)
     }
 
     /// A workflow's sessions by start time in buckets of `bucket_seconds` from `from` (aligned to it) to `to`, every
@@ -170,7 +172,8 @@ impl Store {
         self.all(sql).await
     }
 
-    /// Hourly figures per workflow and node, oldest first.
+    /// Hourly figures per workflow and node, oldest first, then by workflow and node id (bytewise), sorted here as
+    /// `session_stats`'s.
     pub async fn node_performance(
         &self,
         workflow_id: Option<&str>,
@@ -211,7 +214,10 @@ impl Store {
                 format!("SELECT {columns}, NULL::bigint[] AS histogram FROM node_performance_hourly WHERE {filter}")
             }
         });
-        sql.push(" ORDER BY bucket, workflow_id, node_id");
-        self.all(sql).await
+        let mut rows: Vec<NodePerformanceRow> = self.all(sql).await?;
+        rows.sort_unstable_by(|a, b| {
+            (a.bucket, &a.workflow_id, &a.node_id).cmp(&(b.bucket, &b.workflow_id, &b.node_id))
+        });
+        Ok(rows)
     }
 }

@@ -39,10 +39,13 @@ async fn first_hours(app: &TestApp) {
     app.ok(COMPLETE, json!({ "id": failed, "s": "FAILED", "end": at(720) })).await;
     session(app, "an", 3700).await;
     session(app, "other", 100).await;
+    // Bytewise before "an" and "other"; after them under a linguistic collation.
+    session(app, "Zeta", 200).await;
 }
 
-/// The same figures straight from the raw tables.
-async fn raw_session_stats(app: &TestApp, trunc: &str) -> Value {
+/// The same figures straight from the raw tables, for workflow `an` or (None) every workflow, in the API's order.
+async fn raw_session_stats(app: &TestApp, trunc: &str, workflow: Option<&str>) -> Value {
+    let filter = workflow.map_or(String::new(), |w| format!("WHERE workflow_id = '{w}'"));
     let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT json_build_object('bucket', to_char(date_trunc('{trunc}', start_time, 'UTC') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"+00:00\"'),
             'workflowId', workflow_id, 'sessions', count(*),
@@ -52,8 +55,8 @@ async fn raw_session_stats(app: &TestApp, trunc: &str) -> Value {
             'minDuration', min(extract(epoch FROM end_time - start_time) * 1000)::float8,
             'maxDuration', max(extract(epoch FROM end_time - start_time) * 1000)::float8,
             'totalTraces', sum(total_traces)::bigint, 'errorCount', sum(error_count)::bigint)::text
-         FROM flow_trace_sessions WHERE workflow_id = 'an' GROUP BY date_trunc('{trunc}', start_time, 'UTC'), workflow_id
-         ORDER BY date_trunc('{trunc}', start_time, 'UTC')"
+         FROM flow_trace_sessions {filter} GROUP BY date_trunc('{trunc}', start_time, 'UTC'), workflow_id
+         ORDER BY date_trunc('{trunc}', start_time, 'UTC'), workflow_id COLLATE \"C\""
     )))
     .fetch_all(app.db.store.pool())
     .await
@@ -84,7 +87,12 @@ async fn raw_node_performance(app: &TestApp) -> Value {
 }
 
 async fn api_stats(app: &TestApp, granularity: &str) -> Value {
-    app.ok(STATS, json!({ "w": "an", "g": granularity, "from": at(0), "to": at(86_400) })).await["sessionStats"].clone()
+    api_stats_of(app, granularity, Some("an")).await
+}
+
+async fn api_stats_of(app: &TestApp, granularity: &str, workflow: Option<&str>) -> Value {
+    app.ok(STATS, json!({ "w": workflow, "g": granularity, "from": at(0), "to": at(86_400) })).await["sessionStats"]
+        .clone()
 }
 
 async fn api_nodes(app: &TestApp) -> Value {
@@ -103,8 +111,9 @@ fn numbers_as_floats(v: Value) -> Value {
 
 async fn check_against_raw(app: &TestApp) {
     let same = |api: Value, raw: Value| assert_eq!(numbers_as_floats(api), numbers_as_floats(raw));
-    same(api_stats(app, "HOUR").await, raw_session_stats(app, "hour").await);
-    same(api_stats(app, "DAY").await, raw_session_stats(app, "day").await);
+    same(api_stats(app, "HOUR").await, raw_session_stats(app, "hour", Some("an")).await);
+    same(api_stats(app, "DAY").await, raw_session_stats(app, "day", Some("an")).await);
+    same(api_stats_of(app, "HOUR", None).await, raw_session_stats(app, "hour", None).await);
     same(api_nodes(app).await, raw_node_performance(app).await);
 }
 
