@@ -1,13 +1,10 @@
 //! Analytics: `sessionStats`, `nodePerformance` and `workflowAnalytics`, read from the continuous aggregates, and
 //! `sessionHistory`.
 
-use async_graphql::parser::types::Field;
-use async_graphql::{
-    Context, ContextSelectionSet, Enum, InputType, Object, Positioned, ServerResult, SimpleObject, Value,
-};
+use async_graphql::{Context, Enum, InputType, Object, ServerResult, SimpleObject, Value};
 use chrono::{DateTime, Utc};
 
-use super::one_pass::{self, List, OnePass};
+use super::one_pass::{self, List, OnePass, Selected};
 use super::report::ErrorCount;
 use super::store;
 use crate::error::Gql;
@@ -33,9 +30,9 @@ one_pass::output_type!(SessionStatsBucket, SessionStatsBucketType);
 impl OnePass for SessionStatsBucket {
     const TYPE_NAME: &'static str = "SessionStatsBucket";
 
-    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+    fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value> {
         let b = &self.0;
-        Ok(match field.node.name.node.as_str() {
+        Ok(match field.name() {
             "bucket" => b.bucket.to_value(),
             "workflowId" => b.workflow_id.to_value(),
             "sessions" => b.sessions.to_value(),
@@ -48,7 +45,7 @@ impl OnePass for SessionStatsBucket {
             "maxDuration" => b.max_duration.to_value(),
             "totalTraces" => b.total_traces.to_value(),
             "errorCount" => b.error_count.to_value(),
-            other => return Err(one_pass::unknown::<Self>(other, field)),
+            _ => return Err(field.unknown::<Self>()),
         })
     }
 }
@@ -111,9 +108,9 @@ one_pass::output_type!(NodePerformanceBucket, NodePerformanceBucketType);
 impl OnePass for NodePerformanceBucket {
     const TYPE_NAME: &'static str = "NodePerformanceBucket";
 
-    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+    fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value> {
         let b = &self.0;
-        Ok(match field.node.name.node.as_str() {
+        Ok(match field.name() {
             "bucket" => b.bucket.to_value(),
             "workflowId" => b.workflow_id.to_value(),
             "nodeId" => b.node_id.to_value(),
@@ -122,8 +119,8 @@ impl OnePass for NodePerformanceBucket {
             "avgDuration" => b.avg_duration.to_value(),
             "maxDuration" => b.max_duration.to_value(),
             "totalDataSize" => b.total_data_size.to_value(),
-            "percentiles" => one_pass::nested(ctx, field, &b.percentiles)?,
-            other => return Err(one_pass::unknown::<Self>(other, field)),
+            "percentiles" => field.nested(&b.percentiles)?,
+            _ => return Err(field.unknown::<Self>()),
         })
     }
 }
@@ -169,12 +166,12 @@ pub struct DurationPercentiles {
 impl OnePass for DurationPercentiles {
     const TYPE_NAME: &'static str = "DurationPercentiles";
 
-    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
-        Ok(match field.node.name.node.as_str() {
+    fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value> {
+        Ok(match field.name() {
             "p50" => self.p50.to_value(),
             "p95" => self.p95.to_value(),
             "p99" => self.p99.to_value(),
-            other => return Err(one_pass::unknown::<Self>(other, field)),
+            _ => return Err(field.unknown::<Self>()),
         })
     }
 }

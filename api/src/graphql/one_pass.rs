@@ -7,6 +7,10 @@
 //! runs both over the same rows and queries and compares the answers. A type with fields that read the database
 //! (`Session.traces`) is resolved in one pass only when none of those is selected, by its derived resolvers otherwise.
 //!
+//! The walk of a selection set (a `Plan`) is made once for every object of a list (`List`, `Selected::nested_list`),
+//! and the plan of a nested field once for every object that holds it: the objects of an answer differ in their
+//! values, never in what is selected of them.
+//!
 //! What the walk must do is what `async_graphql::resolver_utils::Fields::add_set` does for an object type that
 //! implements no interfaces: fields under their response keys (aliases), `__typename`, named and inline fragments
 //! whose type condition is this type (or absent), and the merging of repeated keys. `@skip` and `@include` are
@@ -14,6 +18,7 @@
 //! of async-graphql extensions do not run for these fields; the schema installs none (see `gate`).
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 
 use async_graphql::indexmap::IndexMap;
 use async_graphql::indexmap::map::Entry;
@@ -30,9 +35,9 @@ pub trait OnePass {
     /// derived resolvers instead (`resolve_unless_awaited`).
     const AWAITED: &'static [&'static str] = &[];
 
-    /// The value of one selected field, by its schema name. Validation has already refused names the type lacks;
-    /// a nested object resolves its own selection with `nested`.
-    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value>;
+    /// The value of one selected field, by its schema name (`Selected::name`). Validation has already refused names
+    /// the type lacks; a nested object resolves its own selection with `Selected::nested`.
+    fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value>;
 }
 
 /// The object's selected fields, as async-graphql would answer them.
@@ -44,7 +49,7 @@ pub fn resolve<T: OnePass>(ctx: &ContextSelectionSet<'_>, object: &T) -> ServerR
 /// `resolve`, or None when the selection asks for one of `T::AWAITED`.
 pub fn resolve_unless_awaited<T: OnePass>(ctx: &ContextSelectionSet<'_>, object: &T) -> ServerResult<Option<Value>> {
     match Plan::of::<T>(ctx)? {
-        Some(plan) => plan.apply(ctx, object).map(Some),
+        Some(plan) => plan.into_value(ctx, object).map(Some),
         None => Ok(None),
     }
 }
@@ -105,18 +110,7 @@ impl<T: OnePass + OutputType> OutputType for List<T> {
     }
 
     async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
-        let plan = Plan::of::<T>(ctx)?.ok_or_else(|| {
-            ServerError::new(
-                format!("{} awaits fields: it cannot be listed in one pass", T::TYPE_NAME),
-                Some(field.pos),
-            )
-        })?;
-        let items = self
-            .0
-            .iter()
-            .enumerate()
-            .map(|(i, item)| plan.apply(ctx, item).map_err(|e| ctx.with_index(i).set_error_path(e)));
-        Ok(Value::List(items.collect::<ServerResult<_>>()?))
+        Plan::of::<T>(ctx)?.ok_or_else(|| awaits::<T>(field))?.apply_all(ctx, &self.0)
     }
 }
 
@@ -126,20 +120,78 @@ impl<T> FromIterator<T> for List<T> {
     }
 }
 
-/// A nested object's selection: the sub-selection of `field` on `object`.
-pub fn nested<T: OnePass>(ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>, object: &T) -> ServerResult<Value> {
-    resolve(&ctx.with_selection_set(&field.node.selection_set), object)
+/// A field selected on a one-pass object, with the plan of its own selection, made by the first object of a list
+/// that needs it and reused by the others.
+pub struct Selected<'p, 'a> {
+    ctx: &'p ContextSelectionSet<'a>,
+    field: &'a Positioned<Field>,
+    plan: &'p OnceCell<Option<Plan<'a>>>,
+}
+
+impl<'p, 'a> Selected<'p, 'a> {
+    /// The field's schema name.
+    pub fn name(&self) -> &'a str {
+        self.field.node.name.node.as_str()
+    }
+
+    /// The selection the object is resolved under.
+    pub fn ctx(&self) -> &'p ContextSelectionSet<'a> {
+        self.ctx
+    }
+
+    /// A nested object: its value under this field's selection.
+    pub fn nested<T: OnePass>(&self, object: &T) -> ServerResult<Value> {
+        let ctx = self.ctx.with_selection_set(&self.field.node.selection_set);
+        match self.plan::<T>(&ctx)? {
+            Some(plan) => plan.apply(&ctx, object),
+            None => Ok(Value::Null),
+        }
+    }
+
+    /// A nested list: the value of each object under this field's selection.
+    pub fn nested_list<'o, T: OnePass + 'o>(&self, objects: impl IntoIterator<Item = &'o T>) -> ServerResult<Value> {
+        let ctx = self.ctx.with_selection_set(&self.field.node.selection_set);
+        self.plan::<T>(&ctx)?.as_ref().ok_or_else(|| awaits::<T>(self.field))?.apply_all(&ctx, objects)
+    }
+
+    /// The error for a field name the type does not have (validation refuses such documents before they get here).
+    pub fn unknown<T: OnePass>(&self) -> ServerError {
+        let name = self.name();
+        ServerError::new(format!(r#"Cannot query field "{name}" on type "{}"."#, T::TYPE_NAME), Some(self.field.pos))
+    }
+
+    fn plan<T: OnePass>(&self, ctx: &ContextSelectionSet<'a>) -> ServerResult<&'p Option<Plan<'a>>> {
+        if let Some(plan) = self.plan.get() {
+            return Ok(plan);
+        }
+        let plan = Plan::of::<T>(ctx)?;
+        Ok(self.plan.get_or_init(|| plan))
+    }
+}
+
+fn awaits<T: OnePass>(field: &Positioned<Field>) -> ServerError {
+    ServerError::new(format!("{} awaits fields: it cannot be listed in one pass", T::TYPE_NAME), Some(field.pos))
 }
 
 /// What a selection set asks of a `T`, worked out once for every object of a list: its response keys in order, and the
-/// field that fills each.
+/// field that fills each (with the plans of their own selections).
 struct Plan<'a> {
-    /// Every response key, with Null. Each object starts from a clone: copying the map's index costs less than hashing
-    /// its keys again.
+    /// Every response key, with Null. Each object of a list starts from a copy: copying the map's index costs less
+    /// than hashing its keys again.
     keys: IndexMap<Name, Value>,
-    /// In document order: the key's index in `keys`, the field (None for `__typename`), and whether an earlier field
-    /// has the same key (its value is then merged into the earlier one's).
-    fields: Vec<(usize, Option<&'a Positioned<Field>>, bool)>,
+    /// The selected fields in document order.
+    fields: Vec<Planned<'a>>,
+}
+
+struct Planned<'a> {
+    /// The index of its response key in `keys`.
+    slot: usize,
+    /// None for `__typename`.
+    field: Option<&'a Positioned<Field>>,
+    /// An earlier field has the same response key: this one's value is merged into it.
+    repeated: bool,
+    /// The plan of the field's own selection, for a nested object.
+    plan: OnceCell<Option<Plan<'a>>>,
 }
 
 impl<'a> Plan<'a> {
@@ -162,7 +214,8 @@ impl<'a> Plan<'a> {
                     let repeated = matches!(entry, Entry::Occupied(_));
                     let slot = entry.index();
                     entry.or_insert(Value::Null);
-                    self.fields.push((slot, (name != "__typename").then_some(field), repeated));
+                    let field = (name != "__typename").then_some(field);
+                    self.fields.push(Planned { slot, field, repeated, plan: OnceCell::new() });
                 }
                 Selection::FragmentSpread(spread) => {
                     let name = &spread.node.fragment_name.node;
@@ -188,27 +241,54 @@ impl<'a> Plan<'a> {
         Ok(true)
     }
 
-    fn apply<T: OnePass>(&self, ctx: &ContextSelectionSet<'_>, object: &T) -> ServerResult<Value> {
-        // As async-graphql: an object with nothing selected (every field skipped) is null.
-        if self.keys.is_empty() {
-            return Ok(Value::Null);
-        }
-        let mut fields = self.keys.clone();
-        for &(slot, field, repeated) in &self.fields {
-            let value = match field {
-                Some(field) => object.field(ctx, field)?,
-                None => Value::String(T::TYPE_NAME.to_owned()),
-            };
-            if let Some((_, existing)) = fields.get_index_mut(slot) {
-                if repeated {
-                    merge(existing, value);
-                } else {
-                    *existing = value;
-                }
+    /// The object's value, from a copy of the keys.
+    fn apply<T: OnePass>(&self, ctx: &ContextSelectionSet<'a>, object: &T) -> ServerResult<Value> {
+        fill(&self.fields, self.keys.clone(), ctx, object)
+    }
+
+    /// Each object's value, the error of one at its index.
+    fn apply_all<'o, T: OnePass + 'o>(
+        &self,
+        ctx: &ContextSelectionSet<'a>,
+        objects: impl IntoIterator<Item = &'o T>,
+    ) -> ServerResult<Value> {
+        let items = objects
+            .into_iter()
+            .enumerate()
+            .map(|(i, object)| self.apply(ctx, object).map_err(|e| ctx.with_index(i).set_error_path(e)));
+        Ok(Value::List(items.collect::<ServerResult<_>>()?))
+    }
+
+    /// The object's value, from the keys themselves: for a single object.
+    fn into_value<T: OnePass>(self, ctx: &ContextSelectionSet<'a>, object: &T) -> ServerResult<Value> {
+        fill(&self.fields, self.keys, ctx, object)
+    }
+}
+
+fn fill<'a, T: OnePass>(
+    planned: &[Planned<'a>],
+    mut fields: IndexMap<Name, Value>,
+    ctx: &ContextSelectionSet<'a>,
+    object: &T,
+) -> ServerResult<Value> {
+    // As async-graphql: an object with nothing selected (every field skipped) is null.
+    if fields.is_empty() {
+        return Ok(Value::Null);
+    }
+    for p in planned {
+        let value = match p.field {
+            Some(field) => object.field(&Selected { ctx, field, plan: &p.plan })?,
+            None => Value::String(T::TYPE_NAME.to_owned()),
+        };
+        if let Some((_, existing)) = fields.get_index_mut(p.slot) {
+            if p.repeated {
+                merge(existing, value);
+            } else {
+                *existing = value;
             }
         }
-        Ok(Value::Object(fields))
     }
+    Ok(Value::Object(fields))
 }
 
 /// A repeated response key merges its sub-selections into the first (`a { x } a { y }` gives `a { x y }`), in each
@@ -236,11 +316,6 @@ fn merge(existing: &mut Value, more: Value) {
         }
         _ => {}
     }
-}
-
-/// The error for a field name the type does not have (validation refuses such documents before they get here).
-pub fn unknown<T: OnePass>(name: &str, field: &Positioned<Field>) -> ServerError {
-    ServerError::new(format!(r#"Cannot query field "{name}" on type "{}"."#, T::TYPE_NAME), Some(field.pos))
 }
 
 /// What the tests of one-pass types share: running a query, and selecting every field of a type.

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use entity::{session, trace};
 
 use super::events::{EventConnection, events_page};
-use super::one_pass::{self, OnePass};
+use super::one_pass::{self, OnePass, Selected};
 use super::pagination::{PageArgs, connection};
 use super::traces::{TraceConnection, trace_connection, traces_page};
 use super::{id_arg, limits, store};
@@ -53,9 +53,9 @@ impl OnePass for Session {
     const TYPE_NAME: &'static str = "Session";
     const AWAITED: &'static [&'static str] = &["traces", "events"];
 
-    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+    fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value> {
         let m = &self.0.row;
-        Ok(match field.node.name.node.as_str() {
+        Ok(match field.name() {
             "id" => m.id.to_value(),
             "workflowId" => m.workflow_id.to_value(),
             "workflowVersionId" => m.workflow_version_id.to_value(),
@@ -64,12 +64,12 @@ impl OnePass for Session {
             "startTime" => m.start_time.to_value(),
             "endTime" => m.end_time.to_value(),
             "status" => m.status.to_value(),
-            "summary" => one_pass::nested(ctx, field, &SessionSummary::of(m))?,
+            "summary" => field.nested(&SessionSummary::of(m))?,
             // As `Json` resolves: the metadata serialised into a GraphQL value.
             "metadata" => m.metadata.as_ref().map_or(Value::Null, |j| async_graphql::to_value(j).unwrap_or_default()),
             "createdAt" => m.created_at.to_value(),
             "updatedAt" => m.updated_at.to_value(),
-            other => return Err(one_pass::unknown::<Self>(other, field)),
+            _ => return Err(field.unknown::<Self>()),
         })
     }
 }
@@ -77,15 +77,15 @@ impl OnePass for Session {
 impl OnePass for SessionSummary {
     const TYPE_NAME: &'static str = "SessionSummary";
 
-    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
-        Ok(match field.node.name.node.as_str() {
+    fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value> {
+        Ok(match field.name() {
             "totalTraces" => self.total_traces.to_value(),
             "successCount" => self.success_count.to_value(),
             "errorCount" => self.error_count.to_value(),
             "warningCount" => self.warning_count.to_value(),
             "totalDataSize" => self.total_data_size.to_value(),
             "averageDuration" => self.average_duration.to_value(),
-            other => return Err(one_pass::unknown::<Self>(other, field)),
+            _ => return Err(field.unknown::<Self>()),
         })
     }
 }

@@ -7,15 +7,11 @@ mod tests;
 
 pub use page::TraceConnection;
 
-use async_graphql::parser::types::Field;
-use async_graphql::{
-    Context, ContextSelectionSet, ID, InputObject, InputType, Json, Object, Positioned, ServerResult, SimpleObject,
-    Value,
-};
+use async_graphql::{Context, ID, InputObject, InputType, Json, Object, ServerResult, SimpleObject, Value};
 use chrono::{DateTime, Utc};
 use entity::trace;
 
-use super::one_pass::{self, OnePass};
+use super::one_pass::{self, OnePass, Selected};
 use super::pagination::{PageArgs, connection};
 use super::{id_arg, limits, reveals, store};
 use crate::domain::TraceStatus;
@@ -98,20 +94,20 @@ one_pass::output_type!(Trace, TraceType);
 impl OnePass for Trace {
     const TYPE_NAME: &'static str = "Trace";
 
-    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+    fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value> {
         let m = &self.0;
-        Ok(match field.node.name.node.as_str() {
+        Ok(match field.name() {
             "id" => m.id.to_value(),
             "sessionId" => m.session_id.to_value(),
             "workflowId" => m.workflow_id.to_value(),
             "timestamp" => m.timestamp.to_value(),
             "duration" => m.duration.to_value(),
             "status" => m.status.to_value(),
-            "source" => one_pass::nested(ctx, field, &Port::source(m))?,
-            "target" => one_pass::nested(ctx, field, &Port::target(m))?,
-            "data" => one_pass::nested(ctx, field, &DataOf(m))?,
+            "source" => field.nested(&Port::source(m))?,
+            "target" => field.nested(&Port::target(m))?,
+            "data" => field.nested(&DataOf(m))?,
             "error" => match m.error_message {
-                Some(_) => one_pass::nested(ctx, field, &ErrorOf(m))?,
+                Some(_) => field.nested(&ErrorOf(m))?,
                 None => Value::Null,
             },
             "graphId" => m.graph_id.to_value(),
@@ -119,7 +115,7 @@ impl OnePass for Trace {
             "parentTraceId" => m.parent_trace_id.to_value(),
             "depth" => m.depth.to_value(),
             "seq" => Value::String(m.seq.to_string()),
-            other => return Err(one_pass::unknown::<Self>(other, field)),
+            _ => return Err(field.unknown::<Self>()),
         })
     }
 }
@@ -174,15 +170,15 @@ impl From<Port<'_>> for NodeRefOut {
 impl OnePass for Port<'_> {
     const TYPE_NAME: &'static str = "NodeRef";
 
-    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
-        Ok(match field.node.name.node.as_str() {
+    fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value> {
+        Ok(match field.name() {
             "nodeId" => self.node_id.to_value(),
             "nodeName" => self.node_name.to_value(),
             "nodeType" => self.node_type.to_value(),
             "portId" => self.port_id.to_value(),
             "portName" => self.port_name.to_value(),
             "portType" => self.port_type.to_value(),
-            other => return Err(one_pass::unknown::<Self>(other, field)),
+            _ => return Err(field.unknown::<Self>()),
         })
     }
 }
@@ -193,19 +189,19 @@ struct DataOf<'a>(&'a trace::Model);
 impl OnePass for DataOf<'_> {
     const TYPE_NAME: &'static str = "TraceData";
 
-    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+    fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value> {
         let m = self.0;
-        Ok(match field.node.name.node.as_str() {
+        Ok(match field.name() {
             // As `Json` resolves: the payload serialised into a GraphQL value.
-            "payload" if reveals(ctx) => {
+            "payload" if reveals(field.ctx()) => {
                 m.data_payload.as_ref().map_or(Value::Null, |p| async_graphql::to_value(p).unwrap_or_default())
             }
             "payload" => Value::Null,
-            "redacted" => Value::Boolean(m.data_payload.is_some() && !reveals(ctx)),
+            "redacted" => Value::Boolean(m.data_payload.is_some() && !reveals(field.ctx())),
             "size" => m.data_size.to_value(),
             "type" => m.data_type.to_value(),
             "preview" => m.data_preview.to_value(),
-            other => return Err(one_pass::unknown::<Self>(other, field)),
+            _ => return Err(field.unknown::<Self>()),
         })
     }
 }
@@ -216,15 +212,15 @@ struct ErrorOf<'a>(&'a trace::Model);
 impl OnePass for ErrorOf<'_> {
     const TYPE_NAME: &'static str = "TraceError";
 
-    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+    fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value> {
         let m = self.0;
-        Ok(match field.node.name.node.as_str() {
+        Ok(match field.name() {
             "message" => m.error_message.to_value(),
             "code" => m.error_code.to_value(),
-            "stack" if reveals(ctx) => m.error_stack.to_value(),
+            "stack" if reveals(field.ctx()) => m.error_stack.to_value(),
             "stack" => Value::Null,
-            "redacted" => Value::Boolean(m.error_stack.is_some() && !reveals(ctx)),
-            other => return Err(one_pass::unknown::<Self>(other, field)),
+            "redacted" => Value::Boolean(m.error_stack.is_some() && !reveals(field.ctx())),
+            _ => return Err(field.unknown::<Self>()),
         })
     }
 }

@@ -10,7 +10,7 @@ use async_graphql::registry::Registry;
 use async_graphql::{ContextSelectionSet, OutputType, Positioned, ServerResult, Value};
 
 use super::{Trace, TraceTotal};
-use crate::graphql::one_pass::{self, OnePass};
+use crate::graphql::one_pass::{self, OnePass, Selected};
 
 /// The schema's declaration of a page of traces, and the resolvers of a selection with `totalCount`.
 pub type TraceConnectionType = Connection<String, Trace, TraceTotal, EmptyFields>;
@@ -36,17 +36,13 @@ impl OnePass for TraceConnection {
     const TYPE_NAME: &'static str = "TraceConnection";
     const AWAITED: &'static [&'static str] = &["totalCount"];
 
-    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+    fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value> {
         let page = &self.0;
-        Ok(match field.node.name.node.as_str() {
-            "pageInfo" => one_pass::nested(ctx, field, &PageInfoOf(page))?,
-            "edges" => Value::List(
-                page.edges.iter().map(|edge| one_pass::nested(ctx, field, &EdgeOf(edge))).collect::<Result<_, _>>()?,
-            ),
-            "nodes" => Value::List(
-                page.edges.iter().map(|edge| one_pass::nested(ctx, field, &edge.node)).collect::<Result<_, _>>()?,
-            ),
-            other => return Err(one_pass::unknown::<Self>(other, field)),
+        Ok(match field.name() {
+            "pageInfo" => field.nested(&PageInfoOf(page))?,
+            "edges" => field.nested_list(&page.edges.iter().map(EdgeOf).collect::<Vec<_>>())?,
+            "nodes" => field.nested_list(page.edges.iter().map(|edge| &edge.node))?,
+            _ => return Err(field.unknown::<Self>()),
         })
     }
 }
@@ -57,14 +53,14 @@ struct PageInfoOf<'a>(&'a TraceConnectionType);
 impl OnePass for PageInfoOf<'_> {
     const TYPE_NAME: &'static str = "PageInfo";
 
-    fn field(&self, _ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+    fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value> {
         let page = self.0;
-        Ok(match field.node.name.node.as_str() {
+        Ok(match field.name() {
             "hasPreviousPage" => Value::Boolean(page.has_previous_page),
             "hasNextPage" => Value::Boolean(page.has_next_page),
             "startCursor" => page.edges.first().map_or(Value::Null, |e| Value::String(e.cursor.clone())),
             "endCursor" => page.edges.last().map_or(Value::Null, |e| Value::String(e.cursor.clone())),
-            other => return Err(one_pass::unknown::<Self>(other, field)),
+            _ => return Err(field.unknown::<Self>()),
         })
     }
 }
@@ -75,11 +71,11 @@ struct EdgeOf<'a>(&'a Edge<String, Trace, EmptyFields>);
 impl OnePass for EdgeOf<'_> {
     const TYPE_NAME: &'static str = "TraceEdge";
 
-    fn field(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
-        Ok(match field.node.name.node.as_str() {
+    fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value> {
+        Ok(match field.name() {
             "cursor" => Value::String(self.0.cursor.clone()),
-            "node" => one_pass::nested(ctx, field, &self.0.node)?,
-            other => return Err(one_pass::unknown::<Self>(other, field)),
+            "node" => field.nested(&self.0.node)?,
+            _ => return Err(field.unknown::<Self>()),
         })
     }
 }
