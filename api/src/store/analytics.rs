@@ -51,8 +51,8 @@ pub struct NodePerformanceRow {
 }
 
 // The analytics rows are decoded by position and without the type check of `try_get`: an answer holds thousands, the
-// lookup of each column by name and the check were a third of the server's CPU on them, and the statements are ours
-// (the integration tests read every column of each, in both storage modes).
+// lookup of each column by name and the check were most of their decoding (see BENCHMARKS.md), and the statements are
+// ours (the integration tests read every column of each, in both storage modes).
 impl FromRow<'_, PgRow> for SessionStatsRow {
     fn from_row(row: &PgRow) -> sqlx::Result<Self> {
         Ok(SessionStatsRow {
@@ -95,7 +95,7 @@ pub(crate) fn bucket_start(at: DateTime<Utc>, width: TimeDelta) -> DateTime<Utc>
 
 impl Store {
     /// Buckets overlapping `[from, to]`, oldest first, then by workflow id (bytewise). Sorted here: the database
-    /// would sort by its collation, and the sort was a quarter of its time on large answers.
+    /// would sort by its collation, a large part of its time on large answers (see BENCHMARKS.md).
     pub async fn session_stats(
         &self,
         workflow_id: Option<&str>,
