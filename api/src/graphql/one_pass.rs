@@ -1,7 +1,7 @@
 //! Objects resolved in one synchronous pass over their selection set, for the types a page holds hundreds of.
 //!
 //! async-graphql's derived resolvers run every selected field as a boxed future, polled through a `FuturesUnordered`
-//! and merged into a map: about 0.4 µs a field, 44 % of the server's CPU on a page of 100 traces. A trace's fields are
+//! and merged into a map: on a page of 100 traces, most of the server's CPU (see BENCHMARKS.md). A trace's fields are
 //! plain values of a row that is already in memory, so `resolve` walks the selection set once and builds the object
 //! directly. The schema still declares these types through async-graphql's derives (see `traces::TraceType`); a test
 //! runs both over the same rows and queries and compares the answers. A type with fields that read the database
