@@ -1,10 +1,10 @@
 //! Objects resolved in one synchronous pass over their selection set, for the types a page holds hundreds of.
 //!
 //! async-graphql's derived resolvers run every selected field as a boxed future, polled through a `FuturesUnordered`
-//! and merged into a map: on a page of 100 traces, most of the server's CPU (see BENCHMARKS.md). A trace's fields are
-//! plain values of a row that is already in memory, so `resolve` walks the selection set once and builds the object
-//! directly. The schema still declares these types through async-graphql's derives (see `traces::TraceType`); a test
-//! runs both over the same rows and queries and compares the answers. A type with fields that read the database
+//! and merged into a map: on a page of 100 traces, the largest part of the server's CPU (see BENCHMARKS.md). A trace's
+//! fields are plain values of a row that is already in memory, so `resolve` walks the selection set once and builds the
+//! object directly. The schema still declares these types through async-graphql's derives (see `traces::TraceType`); a
+//! test runs both over the same rows and queries and compares the answers. A type with fields that read the database
 //! (`Session.traces`) is resolved in one pass only when none of those is selected, by its derived resolvers otherwise.
 //!
 //! The walk of a selection set (a `Plan`) is made once for every object of a list (`List`, `Selected::nested_list`),

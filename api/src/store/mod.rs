@@ -207,8 +207,8 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         // Fail fast while the database is down: requests answer DATABASE_UNAVAILABLE instead of hanging.
         .acquire_timeout(Duration::from_secs(5))
         // sqlx checks every connection when it goes back to the pool; checking again on every acquire costs a
-        // round trip per request (70 µs of a 0.5 ms sessions page). Only a connection idle for a while, which the
-        // database may have dropped meanwhile, is checked before use.
+        // round trip per request (a large part of a sessions page, see BENCHMARKS.md). Only a connection idle for a
+        // while, which the database may have dropped meanwhile, is checked before use.
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
