@@ -68,9 +68,11 @@ pub async fn resolve_or_declared<T: OnePass, D: OutputType>(
     }
 }
 
-/// `OutputType` for a one-pass type without awaited fields, declared to the schema by the derived type `$declared`.
+/// `OutputType` for a one-pass type, declared to the schema by the derived type `$declared`. A type with awaited fields
+/// names the field of the wrapper that holds its declaration (`declared by 0`): a selection with one of them is
+/// answered by that value's derived resolvers (`resolve_or_declared`).
 macro_rules! output_type {
-    ($type:ty, $declared:ty) => {
+    ($type:ty, $declared:ty $(, declared by $fallback:tt)?) => {
         impl async_graphql::OutputType for $type {
             fn type_name() -> std::borrow::Cow<'static, str> {
                 <$declared as async_graphql::OutputType>::type_name()
@@ -85,9 +87,15 @@ macro_rules! output_type {
                 ctx: &async_graphql::ContextSelectionSet<'_>,
                 _field: &async_graphql::Positioned<async_graphql::parser::types::Field>,
             ) -> async_graphql::ServerResult<async_graphql::Value> {
-                $crate::graphql::one_pass::resolve(ctx, self)
+                $crate::graphql::one_pass::output_type!(@resolve self, ctx, _field $(, $fallback)?)
             }
         }
+    };
+    (@resolve $this:ident, $ctx:ident, $field:ident) => {
+        $crate::graphql::one_pass::resolve($ctx, $this)
+    };
+    (@resolve $this:ident, $ctx:ident, $field:ident, $fallback:tt) => {
+        $crate::graphql::one_pass::resolve_or_declared($ctx, $field, $this, &$this.$fallback).await
     };
 }
 pub(crate) use output_type;

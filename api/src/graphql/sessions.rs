@@ -1,15 +1,10 @@
 //! Sessions: `session`, `sessions`, `startSession`, `completeSession`, and the `Session` type.
 
-use std::borrow::Cow;
 use std::sync::Mutex;
 
 use async_graphql::connection::Connection;
 use async_graphql::connection::EmptyFields;
-use async_graphql::parser::types::Field;
-use async_graphql::registry::Registry;
-use async_graphql::{
-    Context, ContextSelectionSet, ID, InputObject, InputType, Json, Object, OutputType, Positioned, ServerResult, Value,
-};
+use async_graphql::{Context, ID, InputObject, InputType, Json, Object, ServerResult, Value};
 use chrono::{DateTime, Utc};
 use entity::{session, trace};
 
@@ -35,19 +30,7 @@ impl From<session::Model> for Session {
     }
 }
 
-impl OutputType for Session {
-    fn type_name() -> Cow<'static, str> {
-        SessionType::type_name()
-    }
-
-    fn create_type_info(registry: &mut Registry) -> String {
-        SessionType::create_type_info(registry)
-    }
-
-    async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
-        one_pass::resolve_or_declared(ctx, field, self, &self.0).await
-    }
-}
+one_pass::output_type!(Session, SessionType, declared by 0);
 
 impl OnePass for Session {
     const TYPE_NAME: &'static str = "Session";

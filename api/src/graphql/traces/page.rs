@@ -2,12 +2,8 @@
 //! each a boxed future in async-graphql's derived resolvers. `totalCount` counts in the database: a selection with it
 //! is answered by the derived resolvers of `TraceConnectionType`, which also declares the type to the schema.
 
-use std::borrow::Cow;
-
 use async_graphql::connection::{Connection, Edge, EmptyFields};
-use async_graphql::parser::types::Field;
-use async_graphql::registry::Registry;
-use async_graphql::{ContextSelectionSet, OutputType, Positioned, ServerResult, Value};
+use async_graphql::{ServerResult, Value};
 
 use super::{Trace, TraceTotal};
 use crate::graphql::one_pass::{self, OnePass, Selected};
@@ -18,19 +14,7 @@ pub type TraceConnectionType = Connection<String, Trace, TraceTotal, EmptyFields
 /// A page of traces.
 pub struct TraceConnection(pub TraceConnectionType);
 
-impl OutputType for TraceConnection {
-    fn type_name() -> Cow<'static, str> {
-        TraceConnectionType::type_name()
-    }
-
-    fn create_type_info(registry: &mut Registry) -> String {
-        TraceConnectionType::create_type_info(registry)
-    }
-
-    async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
-        one_pass::resolve_or_declared(ctx, field, self, &self.0).await
-    }
-}
+one_pass::output_type!(TraceConnection, TraceConnectionType, declared by 0);
 
 impl OnePass for TraceConnection {
     const TYPE_NAME: &'static str = "TraceConnection";
