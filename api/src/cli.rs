@@ -20,7 +20,7 @@ pub async fn main() -> anyhow::Result<()> {
         crate::config::LogFormat::Text => logs.boxed(),
     };
     let rate_limit = crate::log_limit::RateLimit::default();
-    tracing_subscriber::registry().with(logs.with_filter(filter).with_filter(rate_limit)).init();
+    tracing_subscriber::registry().with(crate::log_limit::filtered(logs, filter, rate_limit)).init();
     run(cli).await
 }
 

@@ -3,20 +3,34 @@
 //! same warning (a slow pool acquire under overload, say) then costs neither the disk nor the log reader.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::callsite::Identifier;
 use tracing::{Event, Metadata, Subscriber};
-use tracing_subscriber::layer::{Context, Filter};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Filtered;
+use tracing_subscriber::layer::{Context, Filter, Layer};
 
 pub const BURST: u32 = 20;
 pub const WINDOW: Duration = Duration::from_secs(10);
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct RateLimit {
     /// Per callsite: when its window began, and how many lines it wrote in it.
-    seen: Mutex<HashMap<Identifier, (Instant, u32)>>,
+    seen: Arc<Mutex<HashMap<Identifier, (Instant, u32)>>>,
+}
+
+/// `logs` behind the level filter, then the rate limit. In this order a line below the level never reaches the rate
+/// limit (nor its count of dropped lines), and the level filter's hint is the subscriber's: callsites below it are
+/// never asked again, and `log` records below it (tungstenite writes one per socket read and write) stop at the
+/// `log` crate's level check.
+pub fn filtered<S, L>(logs: L, levels: EnvFilter, limit: RateLimit) -> Filtered<Filtered<L, RateLimit, S>, EnvFilter, S>
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    L: Layer<S>,
+{
+    logs.with_filter(limit).with_filter(levels)
 }
 
 impl RateLimit {
@@ -49,6 +63,46 @@ impl<S: Subscriber> Filter<S> for RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_below_the_level_never_reach_the_rate_limit() {
+        use std::io::Write;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        let (limit, lines) = (RateLimit::default(), Lines::default());
+        let writer = lines.clone();
+        let logs = tracing_subscriber::fmt::layer().with_writer(move || writer.clone());
+        let subscriber =
+            tracing_subscriber::registry().with(filtered(logs, EnvFilter::new("info,noisy=warn"), limit.clone()));
+        assert_eq!(
+            subscriber.max_level_hint(),
+            Some(tracing::level_filters::LevelFilter::INFO),
+            "the level filter caps what callsites and `log` records are asked for"
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..100 {
+                tracing::debug!("below the level");
+                tracing::info!(target: "noisy", "below this target's level");
+                tracing::info!("written");
+            }
+        });
+        let written = String::from_utf8_lossy(&lines.0.lock().unwrap_or_else(|e| e.into_inner())).lines().count();
+        assert_eq!(written, BURST as usize);
+        let counted = limit.seen.lock().unwrap_or_else(|e| e.into_inner()).len();
+        assert_eq!(counted, 1, "only the callsite that writes is counted");
+    }
 
     #[test]
     fn a_callsite_writes_a_burst_per_window_and_others_are_not_affected() {
