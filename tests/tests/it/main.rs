@@ -22,6 +22,7 @@ mod jwks;
 mod lapse;
 mod late_data;
 mod live;
+mod logs;
 mod migrations;
 mod modes;
 mod multipart;
