@@ -275,7 +275,8 @@ pub async fn run(server: &Server, sizes: &Sizes, report: &mut Report) -> anyhow:
                 "costs",
                 &format!("{}: database time per request, API / one statement", read.name),
                 format!("{:.2}x", api_db / direct_db),
-                "<= 1x",
+                // The same statement measured twice differs by a few per cent from run to run.
+                "<= 1x (within 5 %)",
                 Some(api_db <= direct_db * 1.05),
             );
         }
