@@ -24,7 +24,7 @@ impl OnePass for TraceConnection {
         let page = &self.0;
         Ok(match field.name() {
             "pageInfo" => field.nested(&PageInfoOf(page))?,
-            "edges" => field.nested_list(&page.edges.iter().map(EdgeOf).collect::<Vec<_>>())?,
+            "edges" => field.nested_list(&page.edges)?,
             "nodes" => field.nested_list(page.edges.iter().map(|edge| &edge.node))?,
             _ => return Err(field.unknown::<Self>()),
         })
@@ -50,15 +50,13 @@ impl OnePass for PageInfoOf<'_> {
 }
 
 /// One `TraceEdge`.
-struct EdgeOf<'a>(&'a Edge<String, Trace, EmptyFields>);
-
-impl OnePass for EdgeOf<'_> {
+impl OnePass for Edge<String, Trace, EmptyFields> {
     const TYPE_NAME: &'static str = "TraceEdge";
 
     fn field(&self, field: &Selected<'_, '_>) -> ServerResult<Value> {
         Ok(match field.name() {
-            "cursor" => Value::String(self.0.cursor.clone()),
-            "node" => field.nested(&self.0.node)?,
+            "cursor" => Value::String(self.cursor.clone()),
+            "node" => field.nested(&self.node)?,
             _ => return Err(field.unknown::<Self>()),
         })
     }
