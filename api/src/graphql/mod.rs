@@ -60,6 +60,16 @@ pub type FlowSchema = Schema<Query, Mutation, live::Subscription>;
 pub fn builder() -> SchemaBuilder<Query, Mutation, live::Subscription> {
     // No async-graphql extensions: `gate` does their work around the schema (see there why).
     Schema::build(Query::default(), Mutation::default(), live::Subscription)
+        // async-graphql's connection types carry no description of their own.
+        .override_output_type_description::<sessions::SessionConnection>(
+            "A page of sessions: `edges` (or `nodes`), `pageInfo` to page on, and `totalCount` across all pages.",
+        )
+        .override_output_type_description::<traces::TraceConnection>(
+            "A page of traces: `edges` (or `nodes`), `pageInfo` to page on, and `totalCount` across all pages.",
+        )
+        .override_output_type_description::<events::EventConnection>(
+            "A page of events: `edges` (or `nodes`), `pageInfo` to page on, and `totalCount` across all pages.",
+        )
 }
 
 /// Options of the served schema beyond its data.
